@@ -1,0 +1,94 @@
+"""Durable, append-only JSONL journals that many processes can write at once.
+
+Each writing process gets a file of its own (``<kind>-<host>-<pid>-<start>.jsonl``), so
+writers never interleave or lock each other, and a reader (DuckDB, a user's shell) never
+blocks a writer. A line is written with one ``write`` on an ``O_APPEND`` descriptor, so a
+SIGKILL cannot leave half a line, and ``fsync`` makes it survive a crash before we wait on
+the request it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def utc_now() -> str:
+    """ISO-8601 timestamp with microseconds and an explicit UTC offset."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def writer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Journal:
+    """One process's append-only journal file of one kind (``requests``, ``decisions``)."""
+
+    def __init__(self, directory: Path, kind: str) -> None:
+        self.directory = Path(directory)
+        self.kind = kind
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.path = self.directory / f"{kind}-{writer_id()}-{stamp}-{time.time_ns() % 10**6}.jsonl"
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any], *, durable: bool = True) -> None:
+        """Write one record as one line; with ``durable`` it is on disk when this returns."""
+        line = json.dumps(
+            {**record, "recorded_at": utc_now(), "writer": writer_id()},
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
+        )
+        data = (line + "\n").encode("utf-8")
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, data)
+            if durable:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_journal(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
+    """Every record of one kind, file by file, skipping a torn last line (power loss)."""
+    for path in sorted(Path(directory).glob(f"{kind}-*.jsonl")):
+        with path.open("rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    yield json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+
+
+def latest_by(records: Iterator[dict[str, Any]], *key: str) -> dict[tuple, dict[str, Any]]:
+    """Fold snapshots to the latest per key (by ``recorded_at``, then file order)."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        k = tuple(record.get(name) for name in key)
+        current = latest.get(k)
+        if current is None or record.get("recorded_at", "") >= current.get("recorded_at", ""):
+            latest[k] = record
+    return latest

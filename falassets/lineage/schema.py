@@ -1,0 +1,58 @@
+"""The columns of the lineage journals, shared by their writers and the DuckDB views.
+
+Each line of a request journal is a full snapshot of one fal request's row; the ``requests``
+view keeps the latest snapshot per ``request_id``. Snapshots instead of partial updates keep
+the view a plain ``arg_max`` and let any single line be read on its own.
+"""
+
+from __future__ import annotations
+
+# name -> DuckDB type. Order is the order of the `requests` view.
+REQUEST_COLUMNS: dict[str, str] = {
+    "request_id": "VARCHAR",  # fal's id; for a submit whose answer was lost: "lost-<uuid>"
+    "partition_key": "VARCHAR",  # <campaign>-<prompt_id>
+    "campaign": "VARCHAR",
+    "prompt_id": "VARCHAR",
+    "pass": "VARCHAR",  # 'draft' | 'final'
+    "endpoint": "VARCHAR",  # e.g. openai/gpt-image-2
+    "input": "JSON",  # exactly the JSON body sent to fal
+    "job_key": "VARCHAR",  # sha256(endpoint + canonical input + variant): the idempotency key
+    "variant": "VARCHAR",  # what else distinguishes the job (e.g. refine:<draft sha256>)
+    "status": "VARCHAR",  # 'pending' | 'completed' | 'failed' | 'cancelled'
+    "error_type": "VARCHAR",  # fal's error type, or ours (timeout, transport, expired, ...)
+    "error_message": "VARCHAR",
+    "http_status": "INTEGER",
+    "attempt": "INTEGER",  # 1 for the first submit of a job, 2 for its first retry, ...
+    "submitted_at": "TIMESTAMPTZ",
+    "completed_at": "TIMESTAMPTZ",
+    "latency_s": "DOUBLE",  # submit to result
+    "image_path": "VARCHAR",  # absolute path of the downloaded output
+    "thumbnail_path": "VARCHAR",
+    "sha256": "VARCHAR",
+    "width": "INTEGER",
+    "height": "INTEGER",
+    "cost_usd": "DOUBLE",  # what fal bills (or would bill) for this request
+    "simulated": "BOOLEAN",  # rendered by the emulator, not by fal
+    "run_id": "VARCHAR",  # Dagster run id, or the CLI's own id outside Dagster
+    "status_url": "VARCHAR",  # kept so a restarted process can resume without resubmitting
+    "response_url": "VARCHAR",
+    "cancel_url": "VARCHAR",
+    "recorded_at": "TIMESTAMPTZ",  # when this snapshot was written; latest wins
+    "writer": "VARCHAR",  # host-pid of the writing process
+}
+
+REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled")
+
+# One line per reviewer decision; the latest per (campaign, prompt_id) wins.
+DECISION_COLUMNS: dict[str, str] = {
+    "campaign": "VARCHAR",
+    "prompt_id": "VARCHAR",
+    "partition_key": "VARCHAR",
+    "decision": "VARCHAR",  # 'pick' | 'reject' | 'undecided'
+    "source": "VARCHAR",  # 'review' | 'cli'
+    "decided_at": "TIMESTAMPTZ",
+    "recorded_at": "TIMESTAMPTZ",
+    "writer": "VARCHAR",
+}
+
+DECISIONS = ("pick", "reject", "undecided")

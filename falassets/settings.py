@@ -1,0 +1,94 @@
+"""Where falassets keeps things, and which fal it talks to.
+
+Every path comes from ``FALASSETS_DATA_DIR`` (default ``./data``) so a whole deployment,
+a test or a benchmark can be pointed somewhere else with one variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Where the built-in emulator listens when ``FAL_KEY`` is unset and nothing else is configured.
+DEFAULT_SIM_HOST = "127.0.0.1"
+DEFAULT_SIM_PORT = 47615
+
+
+def data_dir() -> Path:
+    """Root of campaigns, renders, lineage, decisions and the default ``DAGSTER_HOME``."""
+    return Path(os.environ.get("FALASSETS_DATA_DIR", "data")).expanduser().resolve()
+
+
+def campaigns_dir() -> Path:
+    return data_dir() / "campaigns"
+
+
+def tables_dir() -> Path:
+    """Normalised campaign tables (Parquet), one per campaign."""
+    return data_dir() / "tables"
+
+
+def renders_dir() -> Path:
+    """Downloaded outputs: ``renders/<campaign>/<pass>/<prompt_id>-<sha12>.<ext>``."""
+    return data_dir() / "renders"
+
+
+def journal_dir() -> Path:
+    """Append-only JSONL journals (requests, decisions); the source of truth for lineage."""
+    return data_dir() / "lineage"
+
+
+def lineage_db_path() -> Path:
+    return data_dir() / "lineage.duckdb"
+
+
+def state_dir() -> Path:
+    """Small machine-local state: limiter slot locks, emulator certificate and pid file."""
+    return data_dir() / ".state"
+
+
+def dagster_home() -> Path:
+    env = os.environ.get("DAGSTER_HOME")
+    return Path(env).expanduser().resolve() if env else data_dir() / "dagster_home"
+
+
+def fal_key() -> str | None:
+    """The fal key, or None when we run on the emulator. Never log the return value."""
+    key = os.environ.get("FAL_KEY", "").strip()
+    return key or None
+
+
+def is_simulated() -> bool:
+    """Without a key everything is rendered by the emulator and labelled simulated."""
+    return fal_key() is None
+
+
+def default_sim_address() -> str:
+    port = int(os.environ.get("FALASSETS_SIM_PORT", DEFAULT_SIM_PORT))
+    return f"{DEFAULT_SIM_HOST}:{port}"
+
+
+def sim_cert_file() -> Path:
+    """CA certificate of the built-in emulator (what ``SSL_CERT_FILE`` points at)."""
+    return state_dir() / "sim" / "ca.pem"
+
+
+def configure_fal_environment() -> None:
+    """Point fal_client at the built-in emulator when there is no key.
+
+    fal_client reads ``FAL_QUEUE_RUN_HOST`` once, at import, so this runs when ``falassets``
+    is imported, before anything imports fal_client. It only fills in variables that are
+    unset; an explicit ``FAL_QUEUE_RUN_HOST`` (a test emulator, a proxy) always wins.
+    """
+    if fal_key() is not None or os.environ.get("FAL_QUEUE_RUN_HOST"):
+        return
+    os.environ["FAL_QUEUE_RUN_HOST"] = default_sim_address()
+    os.environ.setdefault("SSL_CERT_FILE", str(sim_cert_file()))
+    no_proxy = os.environ.get("NO_PROXY", "")
+    if "127.0.0.1" not in no_proxy:
+        os.environ["NO_PROXY"] = ",".join(p for p in (no_proxy, "127.0.0.1,localhost") if p)
+
+
+def uses_builtin_emulator() -> bool:
+    """True when falassets itself must start (or reuse) the emulator at the default address."""
+    return is_simulated() and os.environ.get("FAL_QUEUE_RUN_HOST") == default_sim_address()
