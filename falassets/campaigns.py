@@ -18,7 +18,13 @@ class CampaignError(ValueError):
     when known, what is wrong and the fix."""
 
     def __init__(
-        self, file: Path, problem: str, fix: str, *, row: int | None = None, column: str | None = None
+        self,
+        file: Path,
+        problem: str,
+        fix: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
     ) -> None:
         self.file, self.problem, self.fix, self.row, self.column = file, problem, fix, row, column
         where = str(file) + (f", row {row}" if row is not None else "")
@@ -28,7 +34,9 @@ class CampaignError(ValueError):
 
 @dataclass(frozen=True)
 class PromptRow:
-    prompt_id: str  # lowercase, [a-z0-9][a-z0-9_-]*, as the user wrote it (validated, not rewritten)
+    prompt_id: (
+        str  # lowercase, [a-z0-9][a-z0-9_-]*, as the user wrote it (validated, not rewritten)
+    )
     prompt: str
     image_size: str | dict[str, int]  # a fal preset name, or {"width": W, "height": H}
     output_format: str  # png | jpeg | webp
