@@ -26,6 +26,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "submitted_at": "TIMESTAMPTZ",
     "completed_at": "TIMESTAMPTZ",
     "latency_s": "DOUBLE",  # submit to result
+    "output_url": "VARCHAR",  # where fal served the output (refine passes it back to fal)
     "image_path": "VARCHAR",  # absolute path of the downloaded output
     "thumbnail_path": "VARCHAR",
     "sha256": "VARCHAR",
