@@ -1,0 +1,140 @@
+"""The in-flight cap holds across processes, dies with them, and adapts to 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from falassets.fal.limiter import AdaptiveLimiter, SlotFiles
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from falassets.fal.limiter import SlotFiles
+slots = SlotFiles(Path(sys.argv[1]), int(sys.argv[2]))
+taken = [slots.try_acquire() for _ in range(int(sys.argv[3]))]
+print(" ".join(str(t) for t in taken), flush=True)
+time.sleep(600)
+"""
+
+
+def _hold_in_other_process(directory: Path, capacity: int, count: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory), str(capacity), str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()  # blocks until the other process holds its slots
+    assert "None" not in line, line
+    return proc
+
+
+def test_slots_are_shared_between_processes_and_freed_when_one_dies(tmp_path: Path) -> None:
+    other = _hold_in_other_process(tmp_path, 4, 3)
+    try:
+        mine = SlotFiles(tmp_path, 4)
+        assert mine.try_acquire() is not None
+        assert mine.try_acquire() is None  # 3 held elsewhere + 1 here = the cap of 4
+        other.send_signal(signal.SIGKILL)
+        other.wait(timeout=10)
+        # The kernel released the dead process's locks: three more slots are free now.
+        assert [mine.try_acquire() is not None for _ in range(3)] == [True, True, True]
+        assert mine.try_acquire() is None
+        mine.close()
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+async def test_waiters_get_slots_as_another_process_releases(tmp_path: Path) -> None:
+    other = _hold_in_other_process(tmp_path, 2, 2)
+    limiter = AdaptiveLimiter(2, tmp_path)
+    try:
+        acquired = asyncio.Event()
+
+        async def take() -> None:
+            async with limiter.slot():
+                acquired.set()
+
+        task = asyncio.create_task(take())
+        await asyncio.sleep(0)  # let it find every slot taken
+        assert not acquired.is_set()
+        other.kill()
+        other.wait(timeout=10)
+        await asyncio.wait_for(acquired.wait(), timeout=5)
+        await task
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+        limiter.close()
+
+
+async def test_never_more_than_capacity_at_once(tmp_path: Path) -> None:
+    limiter = AdaptiveLimiter(3, tmp_path)
+    inside = 0
+    peak = 0
+
+    async def use() -> None:
+        nonlocal inside, peak
+        async with limiter.slot():
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            inside -= 1
+
+    await asyncio.gather(*(use() for _ in range(50)))
+    assert peak == 3
+    assert limiter.slots.held == 0
+    limiter.close()
+
+
+async def test_429_halves_target_once_per_round_then_recovers(tmp_path: Path) -> None:
+    limiter = AdaptiveLimiter(8, tmp_path, backoff_base_s=0.001, backoff_cap_s=0.002)
+    epoch = limiter._epoch
+    await limiter.on_rate_limited(epoch, None)
+    assert limiter.target == 4
+    # Other requests of the same round answer 429 too: not a new signal.
+    await limiter.on_rate_limited(epoch, None)
+    assert limiter.target == 4
+    await limiter.on_rate_limited(limiter._epoch, None)
+    assert limiter.target == 2
+    for _ in range(2):
+        await limiter.on_accepted()
+    assert limiter.target == 3  # +1 after `target` accepted submits
+    for _ in range(3 + 4 + 5 + 6 + 7 + 20):
+        await limiter.on_accepted()
+    assert limiter.target == 8  # never above the configured cap
+    limiter.close()
+
+
+async def test_retry_after_holds_every_submit_of_the_process(tmp_path: Path) -> None:
+    limiter = AdaptiveLimiter(4, tmp_path)
+    hold = await limiter.on_rate_limited(limiter._epoch, 0.3)
+    assert hold == pytest.approx(0.3)
+    started = time.monotonic()
+    async with limiter.slot():
+        waited = time.monotonic() - started
+    assert waited >= 0.25
+    limiter.close()
+
+
+def test_capacity_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SlotFiles(tmp_path, 0)
+
+
+def test_slot_files_live_where_asked(tmp_path: Path) -> None:
+    slots = SlotFiles(tmp_path / "slots", 2)
+    assert slots.try_acquire() is not None
+    assert len(os.listdir(tmp_path / "slots")) == 1
+    slots.close()
