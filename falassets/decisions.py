@@ -1,28 +1,203 @@
 """Reviewers' decisions (pick / reject / undecided), durable and safe beside running renders.
 
-INTERFACE STUB: owned by the lineage work; signatures are the contract.
-Stored as append-only journals (``lineage/decisions-*.jsonl``), latest decision wins.
+Stored as append-only journals (``lineage/decisions-*.jsonl``, one per process), latest
+decision wins. Journals rather than a database so the review page, the CLI and a run can
+record and read at the same moment without a lock, and a decision is never lost to a crash:
+it is fsynced before :func:`record_decisions` returns. The catalog's ``decisions`` and
+``winners`` views read the same files.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from falassets import settings
+from falassets.campaigns import partition_key
+from falassets.lineage.journal import Journal, latest_by, read_journal, utc_now
+from falassets.lineage.schema import DECISIONS
 
 Decision = Literal["pick", "reject", "undecided"]
 
+KIND = "decisions"
+
+# The shapes campaigns.py guarantees; checked here too so a typo never becomes a decision.
+_CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9_]*")
+_PROMPT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+_journals: dict[tuple[Path, int], Journal] = {}
+_journals_lock = threading.Lock()
+
+
+class DecisionError(ValueError):
+    """A decision that cannot be recorded; nothing was written. The message says the fix."""
+
 
 def record_decisions(
-    campaign: str, prompt_ids: list[str], decision: Decision, *, source: str = "cli"
+    campaign: str,
+    prompt_ids: list[str],
+    decision: Decision,
+    *,
+    source: str = "cli",
+    known_prompt_ids: Iterable[str] | None = None,
 ) -> None:
-    """Durably record one decision for each prompt (on disk when this returns)."""
-    raise NotImplementedError
+    """Durably record one decision for each prompt (on disk when this returns).
+
+    Everything is validated before anything is written, so a bad id records nothing. Pass
+    ``known_prompt_ids`` (the campaign's prompt ids) to refuse ids the campaign does not have.
+    Repeated ids in one call are recorded once.
+    """
+    _check(campaign, prompt_ids, decision, source, known_prompt_ids)
+    unique = list(dict.fromkeys(prompt_ids))
+    decided_at = utc_now()
+    journal = _journal()
+    for index, prompt_id in enumerate(unique):
+        journal.append(
+            {
+                "campaign": campaign,
+                "prompt_id": prompt_id,
+                "partition_key": partition_key(campaign, prompt_id),
+                "decision": decision,
+                "source": source,
+                "decided_at": decided_at,
+            },
+            # One fsync for the batch: it also flushes every line written before it.
+            durable=index == len(unique) - 1,
+        )
 
 
 def current_decisions(campaign: str | None = None) -> dict[tuple[str, str], Decision]:
     """Latest decision per (campaign, prompt_id); prompts never decided are absent."""
-    raise NotImplementedError
+    return {
+        key: cast(Decision, record["decision"])
+        for key, record in _latest(campaign).items()
+        if record.get("decision") in DECISIONS
+    }
 
 
 def winners(campaign: str) -> list[str]:
     """Prompt ids whose latest decision is 'pick', in decision order."""
-    raise NotImplementedError
+    picks = [r for r in _latest(campaign).values() if r.get("decision") == "pick"]
+    picks.sort(key=lambda r: (str(r.get("decided_at") or ""), str(r.get("recorded_at") or "")))
+    return [r["prompt_id"] for r in picks]
+
+
+def decisions_version(campaign: str | None = None) -> str:
+    """An opaque marker that changes whenever a decision is recorded (for a sensor cursor).
+
+    Without a campaign it only ``stat``s the journal files (append-only, so any new decision
+    grows one): cheap enough to call on every sensor tick. With a campaign it reads the
+    journals and changes only when that campaign's decisions do. Compare for equality only.
+    """
+    directory = settings.journal_dir()
+    if campaign is None:
+        sizes = sorted(
+            (path.name, path.stat().st_size) for path in directory.glob(f"{KIND}-*.jsonl")
+        )
+        return hashlib.sha256(repr(sizes).encode()).hexdigest()[:16]
+    count, last = 0, ""
+    for record in read_journal(directory, KIND):
+        if record.get("campaign") == campaign:
+            count += 1
+            last = max(last, str(record.get("recorded_at") or ""))
+    return f"{count}:{last}"
+
+
+def _latest(campaign: str | None) -> dict[tuple[str, str], dict[str, Any]]:
+    records = read_journal(settings.journal_dir(), KIND)
+    if campaign is not None:
+        records = (r for r in records if r.get("campaign") == campaign)
+    return {
+        key: record
+        for key, record in latest_by(records, "campaign", "prompt_id").items()
+        if key[0] and key[1]
+    }
+
+
+def _check(
+    campaign: Any,
+    prompt_ids: Any,
+    decision: Any,
+    source: Any,
+    known_prompt_ids: Iterable[str] | None,
+) -> None:
+    if decision not in DECISIONS:
+        raise DecisionError(
+            f"decision {decision!r} is not one of {', '.join(DECISIONS)}. "
+            "Fix: use 'pick' to send a prompt to the final pass, 'reject' to drop it, "
+            "'undecided' to clear an earlier decision."
+        )
+    if not isinstance(campaign, str) or not _CAMPAIGN.fullmatch(campaign):
+        raise DecisionError(
+            f"campaign {campaign!r} is not a campaign name. Fix: use the campaign file's stem "
+            "as falassets shows it (lowercase letters, digits and '_'), e.g. 'spring'."
+        )
+    if isinstance(prompt_ids, str) or not isinstance(prompt_ids, list | tuple):
+        raise DecisionError(
+            f"prompt ids must be a list of ids, got {type(prompt_ids).__name__}. "
+            f"Fix: pass [{prompt_ids!r}] for a single prompt."
+        )
+    if not prompt_ids:
+        raise DecisionError(
+            f"no prompt ids given for campaign {campaign!r}. Fix: name at least one."
+        )
+    bad = [p for p in prompt_ids if not isinstance(p, str) or not _PROMPT_ID.fullmatch(p)]
+    if bad:
+        raise DecisionError(
+            f"campaign {campaign!r}: {_few(bad)} {'is' if len(bad) == 1 else 'are'} not a "
+            "prompt id. Fix: use the ids from the "
+            "campaign file's prompt_id column (lowercase letters, digits, '_' and '-')."
+        )
+    if known_prompt_ids is not None:
+        known = set(known_prompt_ids)
+        unknown = [p for p in prompt_ids if p not in known]
+        if unknown:
+            raise DecisionError(
+                f"campaign {campaign!r} has no prompt {_few(unknown)}. Fix: check the ids "
+                "against the campaign file (nothing was recorded)."
+            )
+    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
+        raise DecisionError(
+            f"decision source {source!r} is not a short lowercase name. "
+            "Fix: use 'review' for the review page or 'cli' for the command line."
+        )
+
+
+def _few(values: list[Any]) -> str:
+    shown = ", ".join(repr(v) for v in values[:5])
+    more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+    return shown + more
+
+
+def _journal() -> Journal:
+    """This process's decisions journal (a forked child gets its own file)."""
+    directory = settings.journal_dir()
+    key = (directory, os.getpid())
+    with _journals_lock:
+        journal = _journals.get(key)
+        if journal is None:
+            journal = _journals[key] = _DurableJournal(directory, KIND)
+        return journal
+
+
+class _DurableJournal(Journal):
+    """A Journal whose new file's directory entry is fsynced too: a decision written into a
+    file the folder does not durably list yet would vanish with it on power loss."""
+
+    _entry_synced = False
+
+    def append(self, record: dict[str, Any], *, durable: bool = True) -> None:
+        super().append(record, durable=durable)
+        if durable and not self._entry_synced:
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._entry_synced = True
