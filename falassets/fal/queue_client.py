@@ -13,10 +13,11 @@ polls and cancels (its retries on those idempotent calls are harmless), and its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -216,7 +217,8 @@ class QueueClient:
             if not source.response.is_success:
                 await source.response.aread()
                 raise_for_status(source.response)
-            async for event in source.aiter_sse():
+            events = source.aiter_sse()
+            async for event in events:
                 if not event.data:
                     continue
                 try:
@@ -225,6 +227,7 @@ class QueueClient:
                     continue
                 status = data.get("status") if isinstance(data, dict) else None
                 if status == "COMPLETED":
+                    await _drain(events)
                     return FinalStatus(
                         data.get("error"), data.get("error_type"), data.get("metrics") or {}
                     )
@@ -315,6 +318,15 @@ class QueueClient:
                 return None
             params["cursor"] = cursor
         return None
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read the stream's end (fal closes it after COMPLETED) so the connection is reused
+    instead of torn down and re-handshaken; give up quickly if the server lingers."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(0.5):
+            async for _ in events:
+                pass
 
 
 def _submitted_before(item: dict[str, Any], since: datetime) -> bool:
