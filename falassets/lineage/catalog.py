@@ -51,6 +51,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,19 +248,26 @@ def _read_journal(directory: str, kind: str, columns: dict[str, str]) -> str:
 
 
 def _build(path: Path, statements: list[str]) -> None:
-    """Write a fresh catalog next to ``path`` and move it into place atomically."""
+    """Write a fresh catalog and move it into place atomically.
+
+    DuckDB is given a scratch path of our choosing because it mangles paths holding '?' when
+    it names its write-ahead log; the finished file is copied next to ``path`` and renamed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        con = duckdb.connect(
-            str(temporary), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
-        )
-        try:
-            for statement in statements:
-                con.execute(statement)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+        with tempfile.TemporaryDirectory(prefix="falassets-catalog-") as scratch:
+            built = Path(scratch) / "lineage.duckdb"
+            con = duckdb.connect(
+                str(built), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+            )
+            try:
+                for statement in statements:
+                    con.execute(statement)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            shutil.copyfile(built, temporary)
         # A write-ahead log left by someone who once opened the catalog read-write would be
         # replayed against the new file; nobody holds it read-write now (we just checked).
         Path(f"{path}.wal").unlink(missing_ok=True)
@@ -266,7 +275,6 @@ def _build(path: Path, statements: list[str]) -> None:
         log.info("lineage catalog written to %s", path)
     finally:
         temporary.unlink(missing_ok=True)
-        Path(f"{temporary}.wal").unlink(missing_ok=True)
 
 
 def _is_current(path: Path, sha: str) -> str:
