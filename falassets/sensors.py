@@ -30,6 +30,7 @@ from falassets.assets.fingerprints import (
     same_render_input,
 )
 from falassets.assets.jobs import draft_pass, final_pass, prompts_pass, report_pass, review_pass
+from falassets.assets.lookup import read_table_or_none
 from falassets.assets.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -40,7 +41,7 @@ from falassets.assets.partitions import (
     winner_partitions,
 )
 from falassets.assets.prompts import CAMPAIGN_SUFFIXES
-from falassets.campaigns import CampaignError
+from falassets.campaigns import Campaign, CampaignError
 from falassets.lineage import queries
 
 SENSOR_INTERVAL_S = 15
@@ -90,6 +91,15 @@ def not_yet_attempted(
         for key, wanted in wanted_inputs.items()
         if not same_render_input(recorded_input(latest.get((key, pass_name)) or {}), wanted)
     ]
+
+
+def _table(campaign: str) -> Campaign | None:
+    """The loaded table, or None when there is none yet or it is damaged (the prompts run
+    that rebuilds it reports the problem)."""
+    try:
+        return read_table_or_none(campaign)
+    except (CampaignError, ValueError):
+        return None
 
 
 def _digest(value: Any) -> str:
@@ -164,9 +174,8 @@ def draft_requests_for(
     busy = keys_in_active_runs(instance, draft_pass.name, ordered)
     requests = []
     for campaign in sorted(set(campaign_names)):
-        try:
-            table = campaigns.read_table(campaign, settings.tables_dir())
-        except FileNotFoundError:
+        table = _table(campaign)
+        if table is None:
             continue
         wanted = {
             campaigns.partition_key(campaign, row.prompt_id): campaigns.render_input(
@@ -279,9 +288,8 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
         digest = _digest(decided)
         if cursor.campaigns.get(campaign) == digest or campaign not in registered_campaigns:
             continue
-        try:
-            table = campaigns.read_table(campaign, settings.tables_dir())
-        except FileNotFoundError:
+        table = _table(campaign)
+        if table is None:
             continue  # decisions for a campaign not loaded yet: look again next time
         cursor.campaigns[campaign] = digest
         run_requests.append(

@@ -1,6 +1,5 @@
 """``draft_renders``: every prompt at quality=low, a whole campaign in one run."""
 
-
 import dagster as dg
 
 from falassets import campaigns

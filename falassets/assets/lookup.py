@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from falassets import campaigns, settings
-from falassets.campaigns import Campaign, PromptRow
+from falassets.campaigns import Campaign, CampaignError, PromptRow
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,26 @@ class Unrenderable:
     message: str
 
 
+def read_table_or_none(campaign: str) -> Campaign | None:
+    """The campaign's table, None before ``prompts`` first ran; CampaignError if damaged."""
+    if not campaigns.table_path(campaign, settings.tables_dir()).is_file():
+        return None
+    return campaigns.read_table(campaign, settings.tables_dir())
+
+
 def load_tables(campaign_names: Iterable[str]) -> dict[str, Campaign | Unrenderable]:
     tables: dict[str, Campaign | Unrenderable] = {}
     for name in sorted(set(campaign_names)):
         try:
-            tables[name] = campaigns.read_table(name, settings.tables_dir())
-        except FileNotFoundError:
-            tables[name] = Unrenderable(
-                "campaign_not_loaded",
-                f"no prompts table for campaign '{name}'. Fix: materialize `prompts` for "
-                f"partition '{name}' (or put {name}.csv in {settings.campaigns_dir()})",
-            )
+            table = read_table_or_none(name)
+        except (CampaignError, ValueError) as exc:
+            tables[name] = Unrenderable("campaign_table_unreadable", str(exc))
+            continue
+        tables[name] = table or Unrenderable(
+            "campaign_not_loaded",
+            f"no prompts table for campaign '{name}'. Fix: materialize `prompts` for "
+            f"partition '{name}' (or put {name}.csv in {settings.campaigns_dir()})",
+        )
     return tables
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from falassets import campaigns, settings
-from falassets.assets.fingerprints import diff_prompts
+from falassets.assets.lookup import read_table_or_none
 from falassets.assets.partitions import campaign_partitions, prompt_partitions, register
 from falassets.campaigns import Campaign, CampaignError
 
@@ -40,9 +40,10 @@ def campaign_file(campaign: str) -> Path:
 
 
 def previous_table(campaign: str) -> Campaign | None:
+    """The table as last loaded; a damaged one counts as none (everything is then new)."""
     try:
-        return campaigns.read_table(campaign, settings.tables_dir())
-    except FileNotFoundError:
+        return read_table_or_none(campaign)
+    except CampaignError:
         return None
 
 
@@ -63,24 +64,29 @@ def prompts(context: dg.AssetExecutionContext) -> None:
     except CampaignError as exc:
         # Nothing is written or registered: a bad file never half-replaces a good table.
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    diff = diff_prompts(previous_table(campaign), loaded)
+    previous = previous_table(campaign)
+    before = {row.prompt_id for row in previous.rows} if previous else set()
+    edited = campaigns.changed_prompts(previous, loaded)  # new or render-relevant change
+    new = [pid for pid in edited if pid not in before]
+    changed = [pid for pid in edited if pid in before]
+    removed = campaigns.removed_prompts(previous, loaded)
     table = campaigns.write_table(loaded, settings.tables_dir())
     added = register(context.instance, prompt_partitions, loaded.partition_keys())
     context.log.info(
-        f"{campaign}: {len(loaded.rows)} prompts ({len(diff.new)} new, {len(diff.changed)} "
-        f"changed, {len(diff.removed)} removed); {len(added)} partitions registered"
+        f"{campaign}: {len(loaded.rows)} prompts ({len(new)} new, {len(changed)} "
+        f"changed, {len(removed)} removed); {len(added)} partitions registered"
     )
     context.add_output_metadata(
         {
             "source": dg.MetadataValue.path(str(source)),
             "table": dg.MetadataValue.path(str(table)),
             "rows": len(loaded.rows),
-            "new_prompts": len(diff.new),
-            "changed_prompts": len(diff.changed),
-            "removed_prompts": len(diff.removed),
+            "new_prompts": len(new),
+            "changed_prompts": len(changed),
+            "removed_prompts": len(removed),
             "partitions_registered": len(added),
-            "changed_ids": _listed(diff.new + diff.changed),
-            "removed_ids": _listed(diff.removed),
+            "changed_ids": _listed(edited),
+            "removed_ids": _listed(removed),
             "preview": dg.MetadataValue.md(preview_markdown(loaded)),
         }
     )

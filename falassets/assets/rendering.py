@@ -22,7 +22,7 @@ from falassets.assets.images import inline_thumbnail
 from falassets.assets.lookup import Unrenderable
 from falassets.fal.engine import FalAuthError, RenderEngine
 from falassets.fal.jobs import RenderJob, RenderOutcome
-from falassets.fal.resource import FalRenderer
+from falassets.fal.resource import FalRenderer, is_loopback, queue_host
 from falassets.progress import format_progress
 
 PROGRESS_EVERY_S = 5.0
@@ -39,8 +39,8 @@ class RenderConfig(dg.Config):
 
 
 def is_simulated(renderer: FalRenderer) -> bool:
-    """Without a key every render comes from the emulator and is labelled so."""
-    return not renderer.fal_key
+    """Labelled as the engine labels lineage: no key, or a stand-in fal on loopback."""
+    return not (renderer.fal_key or "").strip() or is_loopback(queue_host())
 
 
 async def render_partitions(
@@ -63,7 +63,7 @@ async def render_partitions(
     rendered = 0
     context.log.info(f"rendering {len(jobs)} partition(s) of {asset_key.to_user_string()}")
     if jobs:
-        async with renderer.engine(run_id=context.run_id) as engine:
+        async with renderer.engine(run_id=context.run_id, log=context.log) as engine:
             reporter = asyncio.create_task(_report_progress(context, engine))
             try:
                 async for outcome in engine.render(list(jobs.values())):

@@ -22,7 +22,7 @@ from falassets.assets.partitions import campaign_partitions
 from falassets.assets.review import load_table_or_fail, review_selections
 from falassets.campaigns import Campaign
 from falassets.fal.pricing import price_usd
-from falassets.lineage import catalog, queries
+from falassets.lineage import queries
 
 SHEET_PAGE_SIZE = 200  # thumbnails per contact-sheet page (10 x 20 cells, ~1.7 x 3.6k px)
 
@@ -70,13 +70,13 @@ def _count(state: PassCounts, row: dict[str, Any] | None, wanted: dict[str, Any]
 
 
 def spend_by_pass(campaign: str) -> dict[str, float]:
-    """What fal billed (or would bill) per pass: every completed request, forced repeats too."""
-    _, rows = catalog.query(
-        "SELECT pass, coalesce(sum(cost_usd), 0) FROM requests "
-        "WHERE campaign = ? AND status = 'completed' GROUP BY pass ORDER BY pass",
-        [campaign],
-    )
-    return {str(name): round(float(total), 6) for name, total in rows}
+    """What fal billed (or would bill) per pass, every request counted (forced repeats too);
+    the same figures as ``falassets lineage`` and the catalog's ``cost_by_campaign`` view."""
+    spend: dict[str, float] = {}
+    for group in queries.summary():
+        if group["campaign"] == campaign:
+            spend[group["pass"]] = spend.get(group["pass"], 0.0) + float(group["cost_usd"])
+    return {name: round(total, 6) for name, total in sorted(spend.items())}
 
 
 def campaign_figures(table: Campaign) -> CampaignFigures:

@@ -2,26 +2,30 @@
 
 import dagster as dg
 
-from falassets import campaigns, decisions, settings
+from falassets import campaigns, decisions
 from falassets.assets.drafts import draft_renders
 from falassets.assets.fingerprints import FINAL_QUALITY, recorded_input, same_render_input
+from falassets.assets.lookup import read_table_or_none
 from falassets.assets.partitions import campaign_partitions, register, winner_partitions
-from falassets.campaigns import Campaign
+from falassets.campaigns import Campaign, CampaignError
 from falassets.fal.pricing import price_usd
 from falassets.lineage import queries
 
 
 def load_table_or_fail(campaign: str) -> Campaign:
     try:
-        return campaigns.read_table(campaign, settings.tables_dir())
-    except FileNotFoundError:
+        table = read_table_or_none(campaign)
+    except CampaignError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    if table is None:
         raise dg.Failure(
             description=(
                 f"no prompts table for campaign '{campaign}'. Fix: materialize `prompts` for "
-                f"'{campaign}' first"
+                f"'{campaign}' first (or run `falassets run` on its file)"
             ),
             allow_retries=False,
-        ) from None
+        )
+    return table
 
 
 def sync_winners(instance: dg.DagsterInstance, campaign: str, winner_keys: list[str]) -> tuple:
