@@ -324,20 +324,24 @@ def _parse_prompt(value: Any) -> str:
 
 
 def _nearest_valid_size(width: int, height: int) -> tuple[int, int] | None:
-    """The size closest to ``width`` x ``height`` that fal accepts, keeping the aspect ratio."""
+    """A size fal accepts close to ``width`` x ``height`` (aspect and area clamped to fal's
+    limits, edges rounded to its multiple), for the fix of a refused custom size."""
     if width <= 0 or height <= 0:
         return None
-    ratio = max(1 / model.MAX_ASPECT, min(model.MAX_ASPECT, width / height))
-    pixels = min(max(width * height, model.MIN_PIXELS), model.MAX_PIXELS)
     step = model.SIZE_MULTIPLE
-    for shrink in range(0, 64):
-        w = math.sqrt(pixels * ratio) - shrink * step * ratio
-        h = w / ratio
-        candidate = (max(step, round(w / step) * step), max(step, round(h / step) * step))
-        if model.custom_size_problem(*candidate) is None:
-            return candidate
-        if max(candidate) <= model.MAX_EDGE and candidate[0] * candidate[1] < model.MIN_PIXELS:
-            return None
+    ratio = max(1 / model.MAX_ASPECT, min(model.MAX_ASPECT, width / height))
+    area = min(max(width * height, model.MIN_PIXELS), model.MAX_PIXELS)
+    base = int(math.sqrt(area * ratio) / step + 0.5) * step
+    for k in sorted(range(-64, 65), key=abs):
+        w = base + k * step
+        if w <= 0:
+            continue
+        exact = w / ratio
+        for h in sorted(
+            {int(exact // step) * step, int(-(-exact // step)) * step}, key=lambda h: abs(h - exact)
+        ):
+            if h > 0 and model.custom_size_problem(w, h) is None:
+                return w, h
     return None
 
 
@@ -442,8 +446,11 @@ class _Columns:
         return [f[1] for f in self.fields if f]
 
 
-def _match_columns(names: list[Any], where: str) -> tuple[_Columns, list[Problem]]:
-    """Map header names (trimmed; known ones case-insensitively) and check the required ones."""
+def _match_columns(names: list[Any]) -> tuple[_Columns, list[Problem], list[Problem]]:
+    """Map header names (trimmed; known ones case-insensitively) to fields.
+
+    Returns the mapping, duplicate-column problems and missing-required-column problems.
+    """
     problems: list[Problem] = []
     fields: list[tuple[str, str] | None] = []
     seen: dict[str, int] = {}
@@ -457,7 +464,7 @@ def _match_columns(names: list[Any], where: str) -> tuple[_Columns, list[Problem
         if canonical in seen:
             problems.append(
                 Problem(
-                    f"the column {_show(name)} appears twice ({where} {seen[canonical]} and "
+                    f"the column {_show(name)} appears twice (columns {seen[canonical]} and "
                     f"{position})",
                     "delete or rename one of them",
                     column=name,
@@ -466,30 +473,37 @@ def _match_columns(names: list[Any], where: str) -> tuple[_Columns, list[Problem
         seen.setdefault(canonical, position)
         fields.append((kind, canonical))
     columns = _Columns(tuple(fields))
-    problems += _missing_columns(columns.names, set(seen), "the header has")
-    return columns, problems
+    return columns, problems, _missing_columns(columns.names, set(seen), "the header has")
 
 
-def _missing_columns(present_names: list[str], present: set[str], has: str) -> list[Problem]:
-    problems = []
-    for required in _REQUIRED:
-        if required in present:
-            continue
-        existing = ", ".join(_show(n) for n in present_names) if present_names else "no columns"
-        lowered = {n.lower(): n for n in present_names if n.lower() not in _KNOWN}
+def _missing_columns(
+    present_names: list[str], present: set[str], has: str, noun: str = "column"
+) -> list[Problem]:
+    """One problem naming every required column that is absent, with a rename when a column
+    looks like the intended one (``text`` for ``prompt``)."""
+    missing = [name for name in _REQUIRED if name not in present]
+    if not missing:
+        return []
+    lowered = {n.strip().lower(): n for n in present_names if n.strip().lower() not in _KNOWN}
+    fixes = []
+    for required in missing:
         close = [lowered[n] for n in _ALIASES[required] if n in lowered]
-        close = close or [
-            lowered[n] for n in difflib.get_close_matches(required, list(lowered), n=1)
-        ]
-        fix = (
-            f"rename the column {_show(close[0])} to '{required}'"
-            if close
-            else f"add a '{required}' column"
+        close = close or [lowered[n] for n in difflib.get_close_matches(required, lowered, n=1)]
+        if close:
+            fixes.append(f"rename {_show(close[0])} to '{required}'")
+            lowered = {k: v for k, v in lowered.items() if v != close[0]}
+        else:
+            fixes.append(f"add a {noun} '{required}'")
+    existing = ", ".join(_show(n) for n in present_names) if present_names else "nothing"
+    plural = "s" if len(missing) > 1 else ""
+    names = " and ".join(f"'{name}'" for name in missing)
+    return [
+        Problem(
+            f"the required {noun}{plural} {names} {'are' if plural else 'is'} missing; "
+            f"{has}: {existing}",
+            "; ".join(fixes),
         )
-        problems.append(
-            Problem(f"the required column '{required}' is missing; {has}: {existing}", fix)
-        )
-    return problems
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,10 +598,11 @@ def _read_csv(path: Path, problems: list[Problem]) -> Iterator[_Record]:
                 if not any(cell.strip() for cell in cells):
                     continue
                 if columns is None:
-                    columns, header_problems = _match_columns(cells, "columns")
-                    for p in header_problems:
+                    columns, duplicates, missing = _match_columns(cells)
+                    problems.extend(Problem(p.problem, p.fix, row=row) for p in duplicates)
+                    for p in missing:
                         problems.append(Problem(p.problem, _csv_header_fix(cells, p), row=row))
-                    if any("is missing" in p.problem for p in header_problems):
+                    if missing:
                         return
                     continue
                 yield _csv_record(row, cells, columns)
@@ -612,7 +627,7 @@ def _read_csv(path: Path, problems: list[Problem]) -> Iterator[_Record]:
 
 def _csv_header_fix(cells: list[str], problem: Problem) -> str:
     """Point at the usual cause when a single column holds the whole header."""
-    if len(cells) == 1 and "is missing" in problem.problem:
+    if len(cells) == 1:
         for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
             if sep in cells[0]:
                 return f"the header uses {name} between columns: save the file comma-separated"
@@ -682,7 +697,7 @@ def _split_fields(obj: dict[str, Any], row: int) -> _Record:
             tags[key] = value
         elif _tag_value(value) is not None:
             problems.append(Problem("a field has an empty name", "name it or remove it", row=row))
-    for problem in _missing_columns(list(obj), set(values), "this row has"):
+    for problem in _missing_columns(list(obj), set(values), "this row has", "field"):
         problems.append(Problem(problem.problem, problem.fix, row=row))
     if problems:
         values["__problems__"] = problems
@@ -750,9 +765,9 @@ def _read_parquet(path: Path, problems: list[Problem]) -> Iterator[_Record]:
         return
     with parquet:
         names = parquet.schema_arrow.names
-        _, header_problems = _match_columns(names, "columns")
-        if header_problems:
-            problems.extend(header_problems)
+        _, duplicates, missing = _match_columns(names)
+        if duplicates or missing:
+            problems.extend(duplicates + missing)
             return
         record = 0
         try:
@@ -785,10 +800,10 @@ def _open_problem(path: Path) -> Problem | None:
     """Why ``path`` cannot be read at all, or None."""
     if path.suffix.lower() not in SUFFIXES:
         hint = {
-            ".xlsx": "export it from Excel as 'CSV UTF-8' ",
-            ".xls": "export it from Excel as 'CSV UTF-8' ",
-            ".json": "write one object per line and name it .jsonl ",
-            ".tsv": "save it comma-separated as .csv ",
+            ".xlsx": "export it from Excel as 'CSV UTF-8'; ",
+            ".xls": "export it from Excel as 'CSV UTF-8'; ",
+            ".json": "write one object per line and name it .jsonl; ",
+            ".tsv": "save it comma-separated as .csv; ",
         }.get(path.suffix.lower(), "")
         return Problem(
             f"unsupported file type {_show(path.suffix or '(none)')}",
@@ -848,7 +863,11 @@ def load_campaign(path: Path) -> Campaign:
 
 def _ordered(problems: list[Problem]) -> list[Problem]:
     """File-level problems first, then by row, keeping the order found within a row."""
-    return sorted(problems, key=lambda p: -1 if p.row is None else p.row)
+    order = {name: i for i, name in enumerate(_KNOWN)}
+    return sorted(
+        problems,
+        key=lambda p: (-1 if p.row is None else p.row, order.get(p.column or "", -1)),
+    )
 
 
 class _RowValidator:
