@@ -1,18 +1,85 @@
-"""The `falassets` command. INTERFACE STUB: owned by the CLI work."""
+"""The `falassets` command: one entry point, one small module per command.
+
+User errors (bad campaign files, unknown ids, bad options) are one line on stderr and exit
+status 2, never a traceback; ``sim`` and ``review`` hand their arguments to their own parsers.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+from falassets.cli_errors import UserError
+
+DESCRIPTION = """\
+Render image campaigns through fal.ai's queue (GPT Image 2) as a Dagster asset pipeline:
+cheap drafts of every prompt, a human pick, finals of the winners, lineage of every request.
+Without FAL_KEY everything runs on the built-in emulator and is labelled simulated."""
+
+EPILOG = """\
+start here:
+  falassets demo                       the whole flow on the emulator, then where to look
+  falassets run data/campaigns/example.csv --dry-run
+  falassets run data/campaigns/example.csv
+  falassets review                     pick winners in the browser
+  falassets run example --pass final --mode refine
+  falassets lineage                    what was requested, what it cost
+  falassets dev                        the Dagster UI on the same runs
+
+environment: FALASSETS_DATA_DIR (default ./data), FAL_KEY (unset: emulator), DAGSTER_HOME
+(default $FALASSETS_DATA_DIR/dagster_home). `falassets COMMAND --help` for details."""
+
+DELEGATED = {
+    "sim": ("falassets.sim.server", "the fal queue emulator (see `falassets sim --help`)"),
+    "review": ("falassets.review.app", "the review web page on 127.0.0.1"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from falassets import cli_commands, cli_run, demo
+
+    parser = argparse.ArgumentParser(
+        prog="falassets",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cli_run.add_parser(subparsers)
+    cli_commands.add_parsers(subparsers)
+    demo.add_parser(subparsers)
+    for name, (_module, summary) in DELEGATED.items():
+        subparsers.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(DELEGATED[name][0])
+    return int(module.main(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "sim":
-        from falassets.sim.server import main as sim_main
-
-        return sim_main(argv[1:])
-    print("falassets: commands arrive as the pipeline lands", file=sys.stderr)
-    return 2
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        print(f"falassets {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"falassets {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

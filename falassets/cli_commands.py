@@ -1,0 +1,266 @@
+"""`falassets pick`, `falassets lineage` and `falassets dev`: the small commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from falassets import settings
+from falassets.cli_errors import UserError
+from falassets.cli_run import CAMPAIGN_SUFFIXES
+
+# -- pick -------------------------------------------------------------------------------------
+
+
+def known_campaigns() -> dict[str, Path]:
+    """Campaign name -> its file in the campaigns folder."""
+    folder = settings.campaigns_dir()
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in CAMPAIGN_SUFFIXES and not path.name.startswith("."):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def campaign_prompt_ids(campaign: str) -> tuple[list[str], Path]:
+    """The prompt ids of a known campaign (from its file, else its normalised table)."""
+    from falassets.campaigns import CampaignError, load_campaign, read_table
+
+    files = known_campaigns()
+    if campaign in files:
+        try:
+            loaded = load_campaign(files[campaign])
+        except CampaignError as error:
+            raise UserError(str(error)) from None
+        return [row.prompt_id for row in loaded.rows], files[campaign]
+    try:
+        table = read_table(campaign, settings.tables_dir())
+    except (FileNotFoundError, CampaignError, OSError, NotImplementedError):
+        names = ", ".join(files) or "none yet"
+        raise UserError(
+            f"unknown campaign '{campaign}' (known: {names}). Fix: use the file's stem as the "
+            f"campaign name, or add it with `falassets run FILE` (files in "
+            f"{settings.campaigns_dir()})"
+        ) from None
+    return [row.prompt_id for row in table.rows], settings.tables_dir()
+
+
+def command_pick(args: argparse.Namespace) -> int:
+    from falassets.decisions import DecisionError, record_decisions
+
+    decision = "reject" if args.reject else "undecided" if args.undecided else "pick"
+    ids, where = campaign_prompt_ids(args.campaign)
+    known = set(ids)
+    unknown = [prompt_id for prompt_id in dict.fromkeys(args.prompt_ids) if prompt_id not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        raise UserError(
+            f"campaign '{args.campaign}' has no prompt {shown} ({where}). Fix: use ids from the "
+            f"file's 'id' column, e.g. {', '.join(ids[:3])}; list them all with: falassets "
+            f'lineage "select prompt_id, status from latest_renders where campaign = '
+            f"'{args.campaign}'\". Nothing was recorded"
+        )
+    try:
+        record_decisions(args.campaign, args.prompt_ids, decision, source="cli")
+    except DecisionError as error:
+        raise UserError(str(error)) from None
+    count = len(set(args.prompt_ids))
+    print(f"Recorded '{decision}' for {count} prompt(s) of '{args.campaign}'.")
+    if decision == "pick":
+        print(f"Render the winners: falassets run {args.campaign} --pass final [--mode refine]")
+    return 0
+
+
+# -- lineage ----------------------------------------------------------------------------------
+
+LINEAGE_EPILOG = """\
+views in lineage.duckdb (read-only; they read the journals at query time):
+  requests          one row per fal request: request_id, partition_key, campaign, prompt_id,
+                    pass, endpoint, input, status, error_type, http_status, attempt,
+                    submitted_at, completed_at, image_path, sha256, cost_usd, simulated, run_id
+  latest_renders    the latest request per partition_key and pass
+  failures_by_type  failed/cancelled requests by campaign, pass and error_type
+  cost_by_campaign  requests, statuses and spend per campaign and pass
+  pending           requests still waiting at fal, oldest first
+  decisions         the latest reviewer decision per campaign and prompt_id
+  winners           prompts whose latest decision is 'pick'
+  request_events, decision_events: every snapshot ever written (forensics)
+
+examples:
+  falassets lineage
+  falassets lineage "select error_type, count(*) from requests where status='failed' group by 1"
+  falassets lineage "select * from cost_by_campaign"
+
+the same database in the DuckDB shell (pip install duckdb-cli), safe while runs write:
+  duckdb -readonly {db}
+"""
+
+
+def command_lineage(args: argparse.Namespace) -> int:
+    from falassets.cli_table import format_table
+
+    if args.sql is None:
+        from falassets.lineage import queries
+
+        rows = queries.summary()
+        if not rows:
+            print(
+                f"No requests recorded yet (journals in {settings.journal_dir()}). "
+                "Try `falassets demo` or `falassets run FILE`."
+            )
+            return 0
+        columns = [
+            "campaign",
+            "pass",
+            "requests",
+            "completed",
+            "failed",
+            "pending",
+            "cancelled",
+            "cost_usd",
+            "simulated",
+        ]
+        print(format_table(columns, [[row.get(name) for name in columns] for row in rows]))
+        print(f'\nMore: falassets lineage "SQL"  or  duckdb -readonly {settings.lineage_db_path()}')
+        return 0
+    import duckdb
+
+    from falassets.lineage import catalog
+
+    try:
+        columns, rows = catalog.query(args.sql)
+    except duckdb.Error as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"SQL error: {first}. Fix: check the query; `falassets lineage --help` lists the "
+            "views (the database is read-only)"
+        ) from None
+    print(format_table(columns, rows))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return 0
+
+
+# -- dev --------------------------------------------------------------------------------------
+
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: falassets.definitions
+"""
+
+
+def _dagster_executable() -> str:
+    beside = Path(sys.executable).parent / "dagster"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("dagster")
+    if found is None:
+        raise UserError("the `dagster` command is not installed. Fix: pip install -e '.[dev]'")
+    return found
+
+
+def command_dev(args: argparse.Namespace) -> int:
+    from falassets.launch import prepare_dagster_home
+
+    if settings.is_simulated():
+        if settings.uses_builtin_emulator():
+            from falassets.sim.control import ensure_builtin_emulator
+
+            ensure_builtin_emulator()
+            print(
+                f"FAL_KEY is unset: using the built-in emulator at {settings.default_sim_address()}"
+            )
+        else:
+            print(f"FAL_KEY is unset: using the emulator at {os.environ['FAL_QUEUE_RUN_HOST']}")
+    else:
+        print("FAL_KEY is set: renders go to fal.ai and are billed")
+    home = prepare_dagster_home()
+    workspace = Path.cwd() / "workspace.yaml"
+    temporary: Path | None = None
+    if not workspace.is_file():
+        handle, name = tempfile.mkstemp(prefix="falassets-workspace-", suffix=".yaml")
+        os.close(handle)
+        temporary = workspace = Path(name)
+        workspace.write_text(WORKSPACE_YAML)
+    command = [_dagster_executable(), "dev", "-w", str(workspace), "--host", args.host]
+    extra = list(args.dagster_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    command += ["--port", str(args.port), *extra]
+    print(f"DAGSTER_HOME={home}; Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    child = subprocess.Popen(command, env={**os.environ, "DAGSTER_HOME": str(home)})
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the whole group; make sure dagster dev got it and give
+        # it time to stop its webserver and daemon cleanly.
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            child.wait(timeout=10)
+        return 0
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+# -- parsers ----------------------------------------------------------------------------------
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    pick = subparsers.add_parser(
+        "pick",
+        help="record review decisions without the web page",
+        description=(
+            "Record a decision for prompts of a campaign: pick (default: the prompt goes to "
+            "the final pass), --reject, or --undecided (clear an earlier decision). The latest "
+            "decision wins; the review page and this command write the same record."
+        ),
+        epilog="example: falassets pick spring hero_1 hero_7 && falassets run spring --pass final",
+    )
+    pick.add_argument("campaign", metavar="CAMPAIGN", help="campaign name (the file's stem)")
+    pick.add_argument("prompt_ids", metavar="PROMPT_ID", nargs="+", help="ids from the 'id' column")
+    choice = pick.add_mutually_exclusive_group()
+    choice.add_argument("--reject", action="store_true", help="reject instead of pick")
+    choice.add_argument("--undecided", action="store_true", help="clear the decision")
+    pick.set_defaults(handler=command_pick)
+
+    lineage = subparsers.add_parser(
+        "lineage",
+        help="query the request lineage (default: a summary per campaign and pass)",
+        description=(
+            "Without SQL: requests, statuses and spend per campaign and pass. With SQL: runs it "
+            f"read-only on {settings.lineage_db_path()} and prints a table."
+        ),
+        epilog=LINEAGE_EPILOG.format(db=settings.lineage_db_path()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lineage.add_argument("sql", metavar="SQL", nargs="?", help="a DuckDB query over the views")
+    lineage.set_defaults(handler=command_lineage)
+
+    dev = subparsers.add_parser(
+        "dev",
+        help="the emulator (when FAL_KEY is unset) plus `dagster dev`, wired together",
+        description=(
+            "Start the built-in fal emulator when FAL_KEY is unset, point DAGSTER_HOME at "
+            f"{settings.dagster_home()} (runs from `falassets run` show up there) and run "
+            "`dagster dev` with ./workspace.yaml, or with falassets.definitions when there is "
+            "none. Arguments after `--` go to `dagster dev`."
+        ),
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address of the UI (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
+    dev.add_argument("dagster_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    dev.set_defaults(handler=command_dev)

@@ -1,0 +1,131 @@
+"""What a pass would do before it runs: which prompts need a render, what it costs, how long.
+
+Used by ``falassets run --dry-run`` (print the estimate, render nothing) and by ``run`` itself
+(launch only the partitions that are not up to date, so re-running an unchanged campaign
+starts no render). A partition is *reusable* when lineage holds a completed render of exactly
+the same input whose image is still on disk (the engine then answers it without a request);
+it is *up to date* when it is reusable and Dagster already shows it materialised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from falassets.campaigns import Campaign, partition_key, render_input
+from falassets.fal.jobs import EDIT, TEXT_TO_IMAGE, job_key
+from falassets.fal.pricing import price_usd
+
+PASS_QUALITY = {"draft": "low", "final": "high"}
+
+#: Mean seconds per render by quality: what the emulator is shaped after (issue 2) and the
+#: basis of the time estimate. Real latency varies with fal's load; treat it as an estimate.
+MEAN_LATENCY_S = {"low": 1.5, "medium": 8.0, "high": 25.0}
+DEFAULT_CONCURRENCY = 10
+
+
+@dataclass
+class PassPlan:
+    campaign: str
+    pass_name: str
+    mode: str
+    keys: list[str]  # every partition the pass covers, in campaign order
+    reusable: set[str] = field(default_factory=set)
+    up_to_date: set[str] = field(default_factory=set)
+    cost_usd: float = 0.0  # of the renders that would really be sent
+    unknown_winners: list[str] = field(default_factory=list)  # picked ids not in the campaign
+
+    @property
+    def to_render(self) -> list[str]:
+        return [key for key in self.keys if key not in self.reusable]
+
+    @property
+    def to_run(self) -> list[str]:
+        return [key for key in self.keys if key not in self.up_to_date]
+
+    def seconds(self, concurrency: int | None) -> float:
+        """Renders x mean latency / concurrency (in waves: a partial wave takes a full one)."""
+        width = max(1, concurrency or DEFAULT_CONCURRENCY)
+        return math.ceil(len(self.to_render) / width) * MEAN_LATENCY_S[PASS_QUALITY[self.pass_name]]
+
+
+def _image_intact(row: dict[str, Any] | None) -> bool:
+    return bool(row and row.get("image_path") and Path(row["image_path"]).is_file())
+
+
+def _materialized(asset: str) -> set[str]:
+    """Partitions Dagster shows materialised; empty when the asset was never run."""
+    try:
+        from dagster import AssetKey
+
+        from falassets.launch import dagster_instance
+
+        return set(dagster_instance().get_materialized_partitions(AssetKey(asset)))
+    except Exception:  # no home yet, or the asset never materialised
+        return set()
+
+
+def plan_pass(
+    campaign: Campaign, pass_name: str, *, mode: str = "rerun", force: bool = False
+) -> PassPlan:
+    """The plan for one pass of a validated campaign (nothing is sent, nothing written)."""
+    from falassets import decisions
+    from falassets.launch import PASS_ASSET
+    from falassets.lineage import queries
+
+    rows = {row.prompt_id: row for row in campaign.rows}
+    quality = PASS_QUALITY[pass_name]
+    if pass_name == "draft":
+        chosen = list(campaign.rows)
+        unknown: list[str] = []
+    else:
+        picked = decisions.winners(campaign.name)
+        chosen = [rows[prompt_id] for prompt_id in picked if prompt_id in rows]
+        unknown = [prompt_id for prompt_id in picked if prompt_id not in rows]
+    plan = PassPlan(
+        campaign.name,
+        pass_name,
+        mode,
+        [partition_key(campaign.name, row.prompt_id) for row in chosen],
+        unknown_winners=unknown,
+    )
+    completed = {} if force else queries.completed_by_job_key()
+    drafts = finals = {}
+    if pass_name == "final" and not force:
+        drafts = queries.latest_requests(campaign.name, "draft")
+        finals = queries.latest_requests(campaign.name, "final")
+    for row, key in zip(chosen, plan.keys, strict=True):
+        payload = render_input(row, quality)
+        price = price_usd(payload)
+        if force:
+            plan.cost_usd += price
+            continue
+        if pass_name == "draft" or mode == "rerun":
+            reusable = _image_intact(completed.get(job_key(TEXT_TO_IMAGE, payload)))
+        else:  # refine: the same draft (by content) already refined at high
+            draft = drafts.get((key, "draft"))
+            final = finals.get((key, "final"))
+            reusable = bool(
+                draft
+                and draft.get("status") == "completed"
+                and final
+                and final.get("status") == "completed"
+                and final.get("endpoint") == EDIT
+                and final.get("variant") == f"refine:{draft.get('sha256')}"
+                and _image_intact(final)
+            )
+        if reusable:
+            plan.reusable.add(key)
+        else:
+            plan.cost_usd += price
+    if plan.reusable:
+        plan.up_to_date = plan.reusable & _materialized(PASS_ASSET[pass_name])
+    plan.cost_usd = round(plan.cost_usd, 6)
+    return plan
+
+
+def all_high_cost(campaign: Campaign) -> float:
+    """What rendering every prompt at high quality would cost (the counterfactual)."""
+    return round(sum(price_usd(render_input(row, "high")) for row in campaign.rows), 6)
