@@ -1,0 +1,241 @@
+"""What the review page shows: each campaign's prompts with their draft, final and decision.
+
+Everything is read from the same places the pipeline writes (the campaign table, the request
+journals, the decision journals) through their own modules, so the page, the CLI and the
+DuckDB views never disagree. A board is rebuilt only when a journal or table file changed
+(a ``stat`` of each, no reading), which keeps polling cheap while runs are writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from falassets import campaigns, decisions, settings
+from falassets.fal.pricing import price_usd
+from falassets.lineage import queries
+from falassets.review.files import file_url
+
+log = logging.getLogger(__name__)
+
+FINAL_QUALITY = "high"
+FAILED_STATUSES = ("failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Board:
+    """One campaign as the page sees it. ``items`` are JSON-ready dicts in table order."""
+
+    campaign: str
+    items: list[dict[str, Any]]
+    version: str
+    source: str  # 'table', or 'lineage' when the campaign table is missing or unreadable
+    by_id: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
+
+    def ids(self) -> list[str]:
+        return [item["id"] for item in self.items]
+
+    def winners(self, picked_order: Iterable[str]) -> list[dict[str, Any]]:
+        """Picked items, in decision order, that belong to this campaign."""
+        return [self.by_id[pid] for pid in picked_order if pid in self.by_id]
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [item for item in self.items if item["draft"]["status"] in FAILED_STATUSES]
+
+
+def counts(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The filter counts and the projected final cost (winners x price at quality=high)."""
+    tally: Counter[str] = Counter()
+    projected = remaining = 0.0
+    for item in items:
+        tally["all"] += 1
+        decision = item["decision"]
+        tally[{"pick": "picked", "reject": "rejected"}.get(decision, "undecided")] += 1
+        status = item["draft"]["status"]
+        if status in FAILED_STATUSES:
+            tally["failed"] += 1
+        elif status == "pending":
+            tally["pending"] += 1
+        if item["final"] and item["final"]["status"] == "completed":
+            tally["finals"] += 1
+        if decision == "pick":
+            projected += item["final_cost_usd"]
+            if not item["final_current"]:
+                remaining += item["final_cost_usd"]
+    names = ("all", "undecided", "picked", "rejected", "failed", "pending", "finals")
+    result: dict[str, Any] = {name: tally[name] for name in names}
+    result["projected_final_usd"] = round(projected, 4)
+    result["remaining_final_usd"] = round(remaining, 4)
+    return result
+
+
+def campaign_names() -> list[str]:
+    """Campaigns with a prompts table or any request in lineage, sorted."""
+    names = {path.stem for path in settings.tables_dir().glob("*.parquet")}
+    names.update(
+        campaign
+        for (key, _), row in queries.latest_requests().items()
+        if (campaign := row.get("campaign"))
+    )
+    return sorted(name for name in names if name and not name.startswith("."))
+
+
+def files_signature() -> str:
+    """Changes whenever a journal or campaign table is written (sizes and mtimes only)."""
+    entries = []
+    for directory in (settings.journal_dir(), settings.tables_dir()):
+        try:
+            with os.scandir(directory) as scan:
+                for entry in scan:
+                    if entry.is_file():
+                        stat = entry.stat()
+                        entries.append((entry.path, stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            continue
+    return hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()[:16]
+
+
+class BoardCache:
+    """Boards keyed by campaign, rebuilt only when :func:`files_signature` changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._boards: dict[str, Board] = {}
+
+    def get(self, campaign: str) -> Board:
+        signature = files_signature()
+        with self._lock:
+            board = self._boards.get(campaign)
+            if board is not None and board.version == signature:
+                return board
+        board = build_board(campaign, self.root, signature)
+        with self._lock:
+            self._boards[campaign] = board
+        return board
+
+
+def build_board(campaign: str, root: Path, version: str) -> Board:
+    rows, source = _prompt_rows(campaign)
+    drafts = queries.latest_requests(campaign, "draft")
+    finals = queries.latest_requests(campaign, "final")
+    decided = decisions.current_decisions(campaign)
+    items = []
+    for row in rows:
+        key = campaigns.partition_key(campaign, row["id"])
+        draft = drafts.get((key, "draft"))
+        final = finals.get((key, "final"))
+        wanted = _final_input(row)
+        items.append(
+            {
+                **row,
+                "key": key,
+                "decision": decided.get((campaign, row["id"]), "undecided"),
+                "draft": _request_view(draft, root),
+                "final": _request_view(final, root) if final else None,
+                "final_cost_usd": price_usd(wanted),
+                "final_current": bool(
+                    final
+                    and final.get("status") == "completed"
+                    and _same_input(final.get("input"), wanted)
+                ),
+            }
+        )
+    by_id = {item["id"]: item for item in items}
+    return Board(campaign=campaign, items=items, version=version, source=source, by_id=by_id)
+
+
+def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
+    """The campaign's prompts from its table; from the draft requests when there is none."""
+    try:
+        table = campaigns.read_table(campaign, settings.tables_dir())
+    except (campaigns.CampaignError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+        log.info("campaign %s: no usable table (%s); listing prompts from lineage", campaign, exc)
+    else:
+        return [
+            {
+                "id": row.prompt_id,
+                "prompt": row.prompt,
+                "image_size": row.image_size,
+                "output_format": row.output_format,
+                "tags": dict(row.tags),
+            }
+            for row in table.rows
+        ], "table"
+    rows = []
+    for (_key, _pass), request in sorted(queries.latest_requests(campaign, "draft").items()):
+        sent = _json(request.get("input"))
+        rows.append(
+            {
+                "id": request.get("prompt_id"),
+                "prompt": sent.get("prompt", ""),
+                "image_size": sent.get("image_size"),
+                "output_format": sent.get("output_format", "png"),
+                "tags": {},
+            }
+        )
+    return [row for row in rows if row["id"]], "lineage"
+
+
+def _final_input(row: dict[str, Any]) -> dict[str, Any]:
+    """What the final pass will send for this prompt (priced with fal's table)."""
+    prompt_row = campaigns.PromptRow(
+        prompt_id=row["id"],
+        prompt=row["prompt"],
+        image_size=row["image_size"],
+        output_format=row["output_format"],
+        tags=row["tags"],
+    )
+    try:
+        return campaigns.render_input(prompt_row, FINAL_QUALITY)
+    except NotImplementedError:  # campaigns still a stub: the fields that set the price
+        return {"image_size": row["image_size"], "quality": FINAL_QUALITY, "num_images": 1}
+
+
+def _same_input(recorded: Any, wanted: dict[str, Any]) -> bool:
+    return _json(recorded) == json.loads(json.dumps(wanted))
+
+
+def _request_view(request: dict[str, Any] | None, root: Path) -> dict[str, Any]:
+    """The fields of one lineage row the page shows (never URLs with tokens, never paths)."""
+    if request is None:
+        return {"status": "none"}
+    sent = _json(request.get("input"))
+    image = file_url(root, request.get("image_path"))
+    return {
+        "status": request.get("status") or "unknown",
+        "request_id": request.get("request_id"),
+        "error_type": request.get("error_type"),
+        "error_message": request.get("error_message"),
+        "cost_usd": request.get("cost_usd"),
+        "latency_s": request.get("latency_s"),
+        "quality": sent.get("quality"),
+        "image_size": sent.get("image_size"),
+        "output_format": sent.get("output_format"),
+        "width": request.get("width"),
+        "height": request.get("height"),
+        "simulated": bool(request.get("simulated")),
+        "submitted_at": request.get("submitted_at"),
+        "image": image,
+        "thumb": file_url(root, request.get("thumbnail_path")) or image,
+    }
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
