@@ -118,6 +118,12 @@ class QueueClient:
         self.api_host = api_host
         self.submit_timeout_s = submit_timeout_s
         self.calls: Counter[str] = Counter()  # what we asked fal, by kind (diagnostics)
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Finish reading streams that already delivered their answer."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -211,9 +217,18 @@ class QueueClient:
     ) -> FinalStatus:
         self.calls["stream"] += 1
         timeout = httpx.Timeout(30.0, read=STREAM_IDLE_S)
-        async with aconnect_sse(
-            self.http, "GET", f"{request.status_url}/stream", params={"logs": "0"}, timeout=timeout
-        ) as source:
+        stack = contextlib.AsyncExitStack()
+        handed_off = False
+        try:
+            source = await stack.enter_async_context(
+                aconnect_sse(
+                    self.http,
+                    "GET",
+                    f"{request.status_url}/stream",
+                    params={"logs": "0"},
+                    timeout=timeout,
+                )
+            )
             if not source.response.is_success:
                 await source.response.aread()
                 raise_for_status(source.response)
@@ -227,12 +242,19 @@ class QueueClient:
                     continue
                 status = data.get("status") if isinstance(data, dict) else None
                 if status == "COMPLETED":
-                    await _drain(events)
+                    # Answer now (the caller frees its slot); read the stream's end meanwhile.
+                    task = asyncio.create_task(_drain(events, stack))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                    handed_off = True
                     return FinalStatus(
                         data.get("error"), data.get("error_type"), data.get("metrics") or {}
                     )
                 if status and on_update is not None:
                     on_update(status)
+        finally:
+            if not handed_off:
+                await stack.aclose()
         raise StreamBroken("status stream closed before COMPLETED")
 
     # -- result, cancel -----------------------------------------------------------------------
@@ -320,13 +342,17 @@ class QueueClient:
         return None
 
 
-async def _drain(events: AsyncIterator[Any]) -> None:
+async def _drain(events: AsyncIterator[Any], stack: contextlib.AsyncExitStack) -> None:
     """Read the stream's end (fal closes it after COMPLETED) so the connection is reused
     instead of torn down and re-handshaken; give up quickly if the server lingers."""
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(0.5):
-            async for _ in events:
-                pass
+    try:
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                async for _ in events:
+                    pass
+    finally:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError):
+            await stack.aclose()
 
 
 def _submitted_before(item: dict[str, Any], since: datetime) -> bool:

@@ -115,14 +115,15 @@ class FalRenderer(dg.ConfigurableResource):
         )
         journal = RequestJournal(settings.journal_dir())
         intents = IntentLog(settings.state_dir() / "intents")
+        queue = QueueClient(
+            fal_http,
+            queue_host=host,
+            api_host=api_host(host),
+            submit_timeout_s=config.submit_timeout_s,
+        )
         try:
             yield RenderEngine(
-                queue=QueueClient(
-                    fal_http,
-                    queue_host=host,
-                    api_host=api_host(host),
-                    submit_timeout_s=config.submit_timeout_s,
-                ),
+                queue=queue,
                 download_http=download_http,
                 limiter=limiter,
                 journal=journal,
@@ -136,6 +137,7 @@ class FalRenderer(dg.ConfigurableResource):
                 secret=key,
             )
         finally:
+            await queue.aclose()
             await fal_http.aclose()
             await download_http.aclose()
             limiter.close()
