@@ -63,7 +63,7 @@ async def render_partitions(
     rendered = 0
     context.log.info(f"rendering {len(jobs)} partition(s) of {asset_key.to_user_string()}")
     if jobs:
-        async with renderer.engine(run_id=context.run_id, log=context.log) as engine:
+        async with renderer.engine(run_id=context.run.run_id, log=context.log) as engine:
             reporter = asyncio.create_task(_report_progress(context, engine))
             try:
                 async for outcome in engine.render(list(jobs.values())):
