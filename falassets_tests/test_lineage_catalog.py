@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -18,8 +18,10 @@ from falassets_tests.test_lineage_support import (
     DUCKDB_SHELL,
     TIMEOUT_S,
     Child,
+    at,
     request_row,
     run_python,
+    scenario,
     write_requests,
 )
 
@@ -58,38 +60,6 @@ def elsewhere(tmp_path: Path) -> Path:
     path = tmp_path / "elsewhere"
     path.mkdir()
     return path
-
-
-def at(second: int) -> str:
-    return datetime(2026, 3, 1, 12, 0, second, tzinfo=UTC).isoformat(timespec="microseconds")
-
-
-def scenario(journal_dir: Path) -> None:
-    """Two campaigns, retries, refusals, a pending request, real and simulated spend."""
-    write_requests(
-        journal_dir,
-        [
-            request_row("r1", "spring-a", submitted_at=at(1)),
-            request_row("r1", "spring-a", submitted_at=at(1), status="failed",
-                        error_type="transport", error_message="connection reset"),
-            request_row("r2", "spring-a", submitted_at=at(2), attempt=2),
-            request_row("r2", "spring-a", submitted_at=at(2), attempt=2, status="completed",
-                        cost_usd=0.011, sha256="ab" * 32),
-            request_row("r3", "spring-b", submitted_at=at(3)),
-            request_row("r6", "spring-c", submitted_at=at(4), status="failed",
-                        error_type="transport", error_message="timed out"),
-        ],
-    )  # fmt: skip
-    write_requests(
-        journal_dir,
-        [
-            request_row("r4", "spring-a", submitted_at=at(5), **{"pass": "final"}),
-            request_row("r4", "spring-a", submitted_at=at(5), status="failed",
-                        error_type="content_policy_violation", **{"pass": "final"}),
-            request_row("r5", "autumn-x", submitted_at=at(6), status="completed",
-                        cost_usd=0.2, simulated=False),
-        ],
-    )  # fmt: skip
 
 
 def rows_as_dicts(sql: str, params: list | None = None) -> list[dict]:

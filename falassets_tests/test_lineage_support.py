@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,38 @@ def request_row(request_id: str, partition_key: str, **fields: Any) -> dict[str,
     row["pass"] = "draft"
     row.update(fields)
     return row
+
+
+def at(second: int) -> str:
+    return datetime(2026, 3, 1, 12, 0, second, tzinfo=UTC).isoformat(timespec="microseconds")
+
+
+def scenario(journal_dir: Path) -> None:
+    """Two campaigns, retries, refusals, a pending request, real and simulated spend."""
+    write_requests(
+        journal_dir,
+        [
+            request_row("r1", "spring-a", submitted_at=at(1)),
+            request_row("r1", "spring-a", submitted_at=at(1), status="failed",
+                        error_type="transport", error_message="connection reset"),
+            request_row("r2", "spring-a", submitted_at=at(2), attempt=2),
+            request_row("r2", "spring-a", submitted_at=at(2), attempt=2, status="completed",
+                        cost_usd=0.011, sha256="ab" * 32),
+            request_row("r3", "spring-b", submitted_at=at(3)),
+            request_row("r6", "spring-c", submitted_at=at(4), status="failed",
+                        error_type="transport", error_message="timed out"),
+        ],
+    )  # fmt: skip
+    write_requests(
+        journal_dir,
+        [
+            request_row("r4", "spring-a", submitted_at=at(5), **{"pass": "final"}),
+            request_row("r4", "spring-a", submitted_at=at(5), status="failed",
+                        error_type="content_policy_violation", **{"pass": "final"}),
+            request_row("r5", "autumn-x", submitted_at=at(6), status="completed",
+                        cost_usd=0.2, simulated=False),
+        ],
+    )  # fmt: skip
 
 
 def write_requests(journal_dir: Path, rows: list[dict[str, Any]]) -> Path:

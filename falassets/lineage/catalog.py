@@ -17,7 +17,9 @@ Views (all timestamps are ``TIMESTAMPTZ``):
     One row per fal ``request_id``: its latest snapshot (latest ``recorded_at``), with every
     column of :data:`falassets.lineage.schema.REQUEST_COLUMNS`, in that order.
 ``request_events``
-    Every snapshot ever journalled, plus ``journal_file`` (which process wrote it): forensics.
+    Every snapshot ever journalled, plus ``journal_file`` (which process wrote it) and
+    ``journal_seq`` (read order: within a file, line order): forensics. Of two snapshots
+    with the same ``recorded_at`` the later line wins, as in the Python readers.
 ``latest_renders``
     The latest request (by ``submitted_at``) per ``partition_key`` and ``pass``: what each
     prompt's draft or final currently is, whatever its status.
@@ -34,7 +36,7 @@ Views (all timestamps are ``TIMESTAMPTZ``):
     The latest reviewer decision per ``campaign`` and ``prompt_id`` (columns of
     :data:`falassets.lineage.schema.DECISION_COLUMNS`).
 ``decision_events``
-    Every decision ever journalled, plus ``journal_file``.
+    Every decision ever journalled, plus ``journal_file`` and ``journal_seq``.
 ``winners``
     Prompts whose latest decision is ``pick``: ``campaign, prompt_id, partition_key,
     decided_at, source``, in decision order.
@@ -174,15 +176,15 @@ def _view_statements(directory: str) -> list[str]:
     dec = ", ".join(_ident(name) for name in DECISION_COLUMNS)
     views = [
         f"""CREATE VIEW request_events AS
-SELECT {req}, filename AS journal_file
-FROM {_read_journal(directory, "requests", REQUEST_COLUMNS)}
+SELECT {req}, filename AS journal_file, ordinality AS journal_seq
+FROM {_read_journal(directory, "requests", REQUEST_COLUMNS)} WITH ORDINALITY
 WHERE request_id IS NOT NULL OR recorded_at IS NOT NULL""",
         f"""CREATE VIEW requests AS
 SELECT {req} FROM request_events
 WHERE request_id IS NOT NULL
 QUALIFY row_number() OVER (
     PARTITION BY request_id
-    ORDER BY recorded_at DESC NULLS LAST, journal_file DESC) = 1""",
+    ORDER BY recorded_at DESC NULLS LAST, journal_file DESC, journal_seq DESC) = 1""",
         """CREATE VIEW latest_renders AS
 SELECT * FROM requests
 WHERE partition_key IS NOT NULL
@@ -220,14 +222,14 @@ FROM requests
 WHERE status = 'pending'
 ORDER BY submitted_at NULLS LAST, request_id""",
         f"""CREATE VIEW decision_events AS
-SELECT {dec}, filename AS journal_file
-FROM {_read_journal(directory, "decisions", DECISION_COLUMNS)}
+SELECT {dec}, filename AS journal_file, ordinality AS journal_seq
+FROM {_read_journal(directory, "decisions", DECISION_COLUMNS)} WITH ORDINALITY
 WHERE campaign IS NOT NULL AND prompt_id IS NOT NULL""",
         f"""CREATE VIEW decisions AS
 SELECT {dec} FROM decision_events
 QUALIFY row_number() OVER (
     PARTITION BY campaign, prompt_id
-    ORDER BY recorded_at DESC NULLS LAST, journal_file DESC) = 1""",
+    ORDER BY recorded_at DESC NULLS LAST, journal_file DESC, journal_seq DESC) = 1""",
         """CREATE VIEW winners AS
 SELECT campaign, prompt_id, partition_key, decided_at, source
 FROM decisions
