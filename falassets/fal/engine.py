@@ -29,7 +29,7 @@ from falassets.fal.intents import IntentLog, OpenIntent
 from falassets.fal.jobs import EDIT, RenderJob, RenderOutcome
 from falassets.fal.limiter import AdaptiveLimiter
 from falassets.fal.model import resolve_size
-from falassets.fal.pricing import price_per_image, price_usd
+from falassets.fal.pricing import PRICE_TABLE, price_per_image, price_usd
 from falassets.fal.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
 from falassets.fal.records import PriorWork, RequestJournal, new_row, resumed_row
 from falassets.fal.retry import Action, Failure, backoff_delay, classify_exception
@@ -327,7 +327,7 @@ class RenderEngine:
         while True:
             if self._auth_error is not None:
                 raise _Stop()
-            price = price_usd(job.input)
+            price = _price(job.input)
             if not self._reserve(price):
                 return RenderOutcome(
                     job,
@@ -590,7 +590,7 @@ class RenderEngine:
     async def _fetch(
         self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, started: float
     ) -> _Attempt:
-        price = price_usd(job.input)
+        price = _price(job.input)
         try:
             result = await self.queue.result(request)
         except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
@@ -705,6 +705,17 @@ class RenderEngine:
         if row.get("error_message"):
             row["error_message"] = self._redact(str(row["error_message"]))
         await asyncio.to_thread(self.journal.write, dict(row))
+
+
+def _price(payload: dict[str, Any]) -> float:
+    """The table price; for an input the table cannot price (fal will judge it), the dearest
+    row, so a budget cap errs on the safe side."""
+    try:
+        return price_usd(payload)
+    except (KeyError, TypeError, ValueError):
+        images = payload.get("num_images", 1)
+        count = images if isinstance(images, int) and 1 <= images <= 4 else 1
+        return max(max(row.values()) for row in PRICE_TABLE.values()) * count
 
 
 def _first_image(body: Any) -> dict[str, Any] | None:
