@@ -31,9 +31,9 @@ def request_rows(directory: Path | None = None) -> dict[str, dict[str, Any]]:
             continue
         current = latest.get(request_id)
         # `>=`: on a tie, the later line (file order) wins, as in journal.latest_by.
-        if current is None or _text(record.get("recorded_at")) >= _text(current["recorded_at"]):
-            latest[request_id] = {name: record.get(name) for name in REQUEST_COLUMNS}
-    return latest
+        if current is None or _text(record.get("recorded_at")) >= _text(current.get("recorded_at")):
+            latest[request_id] = record
+    return {rid: {name: rec.get(name) for name in REQUEST_COLUMNS} for rid, rec in latest.items()}
 
 
 def latest_requests(
