@@ -213,12 +213,13 @@ function paintTile(tile, item) {
   } else {
     picture = el("div", { class: "state" }, "no draft yet");
   }
-  tile.replaceChildren(
+  const parts = [
     el("div", { class: "pic" }, picture),
     el("figcaption", { title: item.prompt }, item.id),
     el("span", { class: "badge" }),
-    item.final && item.final.status === "completed" ? el("span", { class: "final" }, "FINAL") : null,
-  );
+  ];
+  if (item.final && item.final.status === "completed") parts.push(el("span", { class: "final" }, "FINAL"));
+  tile.replaceChildren(...parts);
 }
 
 function matches(item, filter) {
@@ -327,7 +328,7 @@ function details(item, large) {
 
 function renderPanel() {
   const item = currentItem();
-  $("panel").replaceChildren(...details(item, false));
+  $("panel").replaceChildren(...details(item, false).filter(Boolean));
   if (state.viewer) renderViewer();
 }
 
@@ -343,7 +344,7 @@ function renderViewer() {
     img.removeAttribute("src");
     img.hidden = true;
   }
-  $("viewer-panel").replaceChildren(...details(item, true));
+  $("viewer-panel").replaceChildren(...details(item, true).filter(Boolean));
 }
 
 function toggleViewer() {
@@ -452,7 +453,7 @@ function updateCounts() {
 function openConfirm({ title, body, ok, run }) {
   state.confirm = { run };
   $("confirm-title").textContent = title;
-  $("confirm-body").replaceChildren(...body);
+  $("confirm-body").replaceChildren(...body.filter(Boolean));
   $("confirm-ok").textContent = ok;
   $("confirm-ok").disabled = false;
   $("confirm-error").hidden = true;
@@ -543,13 +544,14 @@ function paintLaunches() {
     box.replaceChildren();
     return;
   }
-  box.replaceChildren(
+  const parts = [
     `${last.pass} pass · run `,
     el("code", { id: "run-id" }, last.run_id),
     " · ",
     el("a", { href: last.dagster_url, target: "_blank", rel: "noopener" }, "watch in Dagster"),
-    last.log ? el("span", { class: "dim" }, ` · log ${last.log}`) : null,
-  );
+  ];
+  if (last.log) parts.push(el("span", { class: "dim" }, ` · log ${last.log}`));
+  box.replaceChildren(...parts);
 }
 
 // --- keeping up with runs -------------------------------------------------------------------
