@@ -47,7 +47,7 @@ TABLE_VERSION = "1"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_SIZE_RE = re.compile(r"(\d{1,6})\s*[x×]\s*(\d{1,6})")
+_SIZE_RE = re.compile(r"([0-9]{1,6}) *[x×] *([0-9]{1,6})")
 _BOM = b"\xef\xbb\xbf"
 _KNOWN = ("id", "prompt", "image_size", "output_format")
 _REQUIRED = ("id", "prompt")
@@ -354,11 +354,7 @@ def _custom_size(width: Any, height: Any, shown: str) -> dict[str, int]:
         nearest = _nearest_valid_size(width, height)
         if nearest:
             fix += f", e.g. {nearest[0]}x{nearest[1]}"
-    return _raise_bad(f"fal refuses the image size {shown}: {problem}", fix)
-
-
-def _raise_bad(problem: str, fix: str) -> Any:
-    raise _Bad(problem, fix)
+    raise _Bad(f"fal refuses the image size {shown}: {problem}", fix)
 
 
 def _parse_size(value: Any) -> str | dict[str, int]:
