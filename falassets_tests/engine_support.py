@@ -79,14 +79,15 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str =
 CHILD = """
 import asyncio, json, sys
 from falassets.fal.jobs import RenderJob
-from falassets.fal.resource import FalRenderer
+from falassets.fal.engine_session import open_engine
 
 spec = json.loads(sys.argv[1])
 jobs = [RenderJob(**job) for job in spec["jobs"]]
 
 async def main():
-    renderer = FalRenderer(concurrency=spec["concurrency"])
-    async with renderer.engine(run_id=spec["run_id"], backoff_base_s=0.01) as engine:
+    async with open_engine(
+        run_id=spec["run_id"], concurrency=spec["concurrency"], backoff_base_s=0.01
+    ) as engine:
         async for outcome in engine.render(jobs):
             print(json.dumps({"prompt_id": outcome.job.prompt_id, "status": outcome.status}),
                   flush=True)

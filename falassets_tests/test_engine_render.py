@@ -135,6 +135,7 @@ async def test_wrong_key_stops_the_batch_and_never_shows_the_key(
 
 
 async def test_concurrency_cap_is_held_at_the_server(sim, data_dir: Path) -> None:
+    sim.configure(time_scale=0.1)  # 150 ms renders: long enough that requests overlap
     outcomes = await render_all(make_jobs(24), FalRenderer(concurrency=3))
     assert all(o.ok for o in outcomes)
     assert sim.ledger()["peak_running"] == 3
