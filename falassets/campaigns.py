@@ -41,7 +41,8 @@ MAX_NAME_CHARS = MAX_KEY_CHARS - 1 - MAX_ID_CHARS  # so every key of a valid cam
 MAX_ROWS = 100_000  # Dagster's documented practical ceiling of partitions per asset
 MAX_LINE_BYTES = 4 * 1024 * 1024  # far above any valid row; stops a runaway line early
 MAX_LISTED_PROBLEMS = 20
-SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # by lowercased suffix
+CAMPAIGN_SUFFIXES = tuple(FORMATS)
 TABLE_VERSION = "1"
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
@@ -275,7 +276,8 @@ def _id_problem(raw: str) -> str:
         if not (char.isascii() and (char.isalnum() or char in "_-")) and char not in bad:
             bad.append(char)
     shown = ", ".join(_show(c) for c in bad[:5]) + (" and others" if len(bad) > 5 else "")
-    note = " (ids become file paths, so '/' and '..' are never allowed)" if "/" in raw else ""
+    path_like = "/" in raw or "\\" in raw or ".." in raw
+    note = " (ids become file paths, so '/' and '..' are never allowed)" if path_like else ""
     return f"the id {_show(raw)} contains {shown}{note}"
 
 
@@ -794,12 +796,13 @@ _READERS: dict[str, Callable[[Path, list[Problem]], Iterator[_Record]]] = {
 
 def _open_problem(path: Path) -> Problem | None:
     """Why ``path`` cannot be read at all, or None."""
-    if path.suffix.lower() not in SUFFIXES:
+    if path.suffix.lower() not in FORMATS:
         hint = {
             ".xlsx": "export it from Excel as 'CSV UTF-8'; ",
             ".xls": "export it from Excel as 'CSV UTF-8'; ",
             ".json": "write one object per line and name it .jsonl; ",
             ".tsv": "save it comma-separated as .csv; ",
+            ".ndjson": "rename it .jsonl; ",
         }.get(path.suffix.lower(), "")
         return Problem(
             f"unsupported file type {_show(path.suffix or '(none)')}",
@@ -833,7 +836,7 @@ def load_campaign(path: Path) -> Campaign:
         name = ""
         problems.append(Problem(exc.problem, exc.fix))
     validator = _RowValidator()
-    reader = _READERS[SUFFIXES[path.suffix.lower()]]
+    reader = _READERS[FORMATS[path.suffix.lower()]]
     try:
         for record in reader(path, problems):
             if validator.count >= MAX_ROWS:

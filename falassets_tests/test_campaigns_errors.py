@@ -92,6 +92,20 @@ CASES: list[tuple[str, str, bytes | Callable[[Path], None], int | None, tuple[st
         ('"/"', "'/' and '..' are never allowed", "e.g. 'etc_passwd'"),
     ),
     (
+        "id with dots",
+        "c.csv",
+        CSV_HEADER.encode() + b"..hidden,a,,\n",
+        2,
+        ("'/' and '..' are never allowed", "e.g. 'hidden'"),
+    ),
+    (
+        "ndjson extension",
+        "c.ndjson",
+        b'{"id":"a","prompt":"x"}\n',
+        None,
+        ("rename it .jsonl",),
+    ),
+    (
         "id with a space",
         "c.csv",
         CSV_HEADER.encode() + b"hero 1,a,,\n",
