@@ -77,6 +77,8 @@ class PassWatcher:
 
     def add_run(self, run_id: str, keys: list[str]) -> None:
         with self._lock:
+            if not self.run_ids:  # rates and ETA count from the first render run, not setup
+                self.started = time.monotonic()
             self.run_ids.append(run_id)
             self._cursors[run_id] = None
 
@@ -90,12 +92,14 @@ class PassWatcher:
             return self._snapshot()
 
     def _poll_events(self) -> None:
-        from dagster import AssetKey, DagsterEventType, DagsterInstance
+        from dagster import AssetKey, DagsterEventType
+
+        from falassets.launch import dagster_instance
 
         if not self._cursors:
             return
         if self._instance is None:
-            self._instance = DagsterInstance.get()
+            self._instance = dagster_instance()
         key = AssetKey(self.asset)
         for run_id, cursor in list(self._cursors.items()):
             while True:

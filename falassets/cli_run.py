@@ -197,6 +197,25 @@ def _failure_lines(result, campaign: str, pass_name: str) -> list[str]:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """The `run` command; with ``--run-id`` (a background launch) it also leaves its outcome
+    where :func:`falassets.launch.launch_result` finds it."""
+    if not args.run_id:
+        return _run(args, {})
+    from falassets import launch
+
+    outcome: dict = {}
+    code = 2
+    try:
+        code = _run(args, outcome)
+        return code
+    except UserError as error:
+        outcome["error"] = str(error)
+        raise
+    finally:
+        launch.write_launch_result(args.run_id, {"exit_code": code, **outcome})
+
+
+def _run(args: argparse.Namespace, outcome: dict) -> int:
     from falassets import launch
     from falassets.campaigns import partition_key
     from falassets.cli_plan import plan_pass
@@ -283,6 +302,7 @@ def command_run(args: argparse.Namespace) -> int:
             )
     except launch.LaunchError as error:
         raise UserError(str(error)) from None
+    outcome.update(succeeded=result.succeeded, failed=result.failed, run_ids=result.run_ids)
     final = display.last or watcher.poll()
     runs = ", ".join(result.run_ids) or "none"
     print(

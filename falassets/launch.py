@@ -75,12 +75,18 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+_instances: dict[Path, Any] = {}
+
+
 def dagster_instance() -> Any:
-    """The persistent instance in DAGSTER_HOME (what `dagster dev` shows)."""
+    """The persistent instance in DAGSTER_HOME (what `dagster dev` shows), one per home and
+    process: opening one checks the storage's schema migrations, which takes a second or two."""
     import dagster as dg
 
-    prepare_dagster_home()
-    return dg.DagsterInstance.get()
+    home = prepare_dagster_home()
+    if home not in _instances:
+        _instances[home] = dg.DagsterInstance.get()
+    return _instances[home]
 
 
 def quiet_dagster_warnings() -> None:
@@ -98,29 +104,21 @@ def quiet_dagster_warnings() -> None:
         pass
 
 
-# -- the jobs, reconstructable (module-level functions, as dg.reconstructable requires) -------
+# -- the jobs ---------------------------------------------------------------------------------
+
+DEFINITIONS_MODULE = "falassets.definitions"
+ASSET_JOB = "__ASSET_JOB"  # the implicit all-assets job: what the UI's "Materialize" runs
 
 
-def _definitions() -> Any:
-    from falassets.definitions import defs
+def reconstructable_job(job_name: str) -> Any:
+    """The job as `dagster dev` loads it (module ``falassets.definitions``, attribute
+    ``defs``), so runs started here can be re-executed from the UI."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    return defs
-
-
-def draft_pass_job() -> Any:
-    return _definitions().resolve_job_def(PASS_JOB["draft"])
-
-
-def final_pass_job() -> Any:
-    return _definitions().resolve_job_def(PASS_JOB["final"])
-
-
-def asset_job() -> Any:
-    """The implicit all-assets job: what the UI's "Materialize" button runs."""
-    return _definitions().resolve_implicit_global_asset_job_def()
-
-
-_PASS_JOB_FN: dict[str, Callable[[], Any]] = {"draft": draft_pass_job, "final": final_pass_job}
+    repository = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
+    )
+    return repository.get_reconstructable_job(job_name)
 
 
 # -- ranges -----------------------------------------------------------------------------------
@@ -171,7 +169,7 @@ def _run_config(job_def: Any, extra: Mapping[str, Any], *, verbose: bool) -> dic
 
 
 def execute(
-    job_fn: Callable[[], Any],
+    job_name: str,
     *,
     run_id: str | None = None,
     tags: Mapping[str, str],
@@ -189,7 +187,7 @@ def execute(
 
     quiet_dagster_warnings()
     instance = dagster_instance()
-    recon = dg.reconstructable(job_fn)
+    recon = reconstructable_job(job_name)
     load_data = recon.repository.get_definition().repository_load_data
     recon = recon.with_repository_load_data(load_data)
     job_def = recon.get_definition()
@@ -287,7 +285,7 @@ def materialize_campaign_asset(
 
     register_campaign(campaign)
     run = execute(
-        asset_job,
+        ASSET_JOB,
         tags={PARTITION_TAG: campaign, LAUNCH_TAG: launch_id},
         asset_selection=[asset],
         verbose=verbose,
@@ -387,7 +385,7 @@ def run_pass(
         if on_run_start is not None:
             on_run_start(this_run_id, keys)
         run = execute(
-            _PASS_JOB_FN[pass_name],
+            PASS_JOB[pass_name],
             run_id=this_run_id,
             tags=tags,
             run_config=run_config,
@@ -419,7 +417,31 @@ def run_pass(
 
 
 def launch_log_path(run_id: str) -> Path:
+    """Output of a background launch (progress lines, errors)."""
     return settings.state_dir() / "launches" / f"{run_id}.log"
+
+
+def write_launch_result(run_id: str, result: Mapping[str, Any]) -> None:
+    """Record how a background launch ended (atomically: readers never see half a file)."""
+    import json
+
+    path = launch_log_path(run_id).with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(dict(result), indent=1))
+    os.replace(temporary, path)
+
+
+def launch_result(run_id: str) -> dict[str, Any] | None:
+    """How a launch from :func:`submit_pass` ended: ``exit_code`` (0 all succeeded, 1 some
+    failed, 2 bad input), ``succeeded``, ``failed``, ``run_ids`` (a pass over scattered
+    partitions is several runs; ``run_id`` is the first), or ``error``. None while running."""
+    import json
+
+    try:
+        return json.loads(launch_log_path(run_id).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def submit_pass(
