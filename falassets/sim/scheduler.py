@@ -45,7 +45,7 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
 
 
-@dataclass
+@dataclass(eq=False)  # identity hash: requests live in sets of watched streams
 class SimRequest:
     """One accepted request. ``outcome`` is None until COMPLETED, then ``ok`` or an error type."""
 
@@ -138,6 +138,7 @@ class Scheduler:
         self.http: Counter[str] = Counter()
         self.occurrences: Counter[str] = Counter()
         self.next_ticket = 0
+        self.watched: set[SimRequest] = set()  # requests with an open status stream
 
     # -- submit ----------------------------------------------------------------------------------
 
@@ -225,8 +226,7 @@ class Scheduler:
             self._start(request)
             started = True
         if started:  # everyone behind moved up: their streams get the new position
-            for ticket in self.waiting:
-                self._wake(self.by_ticket[ticket])
+            self._wake_queued_watchers()
 
     def _start(self, request: SimRequest, *, started_at: float | None = None) -> None:
         request.status = "IN_PROGRESS"
@@ -288,8 +288,7 @@ class Scheduler:
         index = bisect.bisect_left(self.waiting, request.ticket)
         if index < len(self.waiting) and self.waiting[index] == request.ticket:
             self.waiting.pop(index)
-            for ticket in self.waiting[index:]:
-                self._wake(self.by_ticket[ticket])
+            self._wake_queued_watchers()
         self.by_ticket.pop(request.ticket, None)
 
     # -- cancel ----------------------------------------------------------------------------------
@@ -312,7 +311,14 @@ class Scheduler:
 
     # -- notification ----------------------------------------------------------------------------
 
+    def _wake_queued_watchers(self) -> None:
+        """Queue positions moved: wake the streams of queued requests (only those that have
+        a stream open, so a long queue nobody watches costs nothing)."""
+        for request in [r for r in self.watched if r.status == "IN_QUEUE"]:
+            self._wake(request)
+
     def _wake(self, request: SimRequest) -> None:
+        self.watched.discard(request)
         waiters, request.waiters = request.waiters, []
         for future in waiters:
             if not future.done():
@@ -327,12 +333,16 @@ class Scheduler:
         """Wait until ``request`` changes (True) or ``timeout`` passes (False)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         request.waiters.append(future)
+        self.watched.add(request)
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
+            return False
+        finally:  # timed out, or the client went away (cancelled): stop watching
             if future in request.waiters:
                 request.waiters.remove(future)
-            return False
+            if not request.waiters:
+                self.watched.discard(request)
         return True
 
     # -- admin -----------------------------------------------------------------------------------
