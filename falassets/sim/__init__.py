@@ -1,0 +1,1 @@
+"""The fal queue emulator (`falassets sim`): see README.md in this folder."""
