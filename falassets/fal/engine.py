@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +86,9 @@ class EngineConfig:
     max_rate_limited: int = 200  # 429s one job may absorb before it is failed
     download_attempts: int = 3
     history_lookups: int = 3  # tries to find a lost submit in fal's history before resubmitting
-    workers: int | None = None  # default: 2 x concurrency (downloads overlap new submits)
+    # default 4 x concurrency: a worker whose request finished fetches and verifies the output
+    # while others submit, so slow downloads never leave a slot idle.
+    workers: int | None = None
 
 
 class _Stop(Exception):
@@ -147,7 +150,9 @@ class RenderEngine:
         self._prior = PriorWork()
         self._open_intents: dict[str, list[OpenIntent]] = {}
         self._in_batch: dict[str, asyncio.Future[RenderOutcome]] = {}
-        self._download_gate = asyncio.Semaphore(max(2, self.config.concurrency))
+        self._download_gate = asyncio.Semaphore(max(2, 2 * self.config.concurrency))
+        # One thread for journal fsyncs: in order, and never queued behind image decoding.
+        self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="falassets-journal")
         self.rate_limited = 0
         self.submits = 0
 
@@ -177,7 +182,7 @@ class RenderEngine:
         self._total = int(sized()) if callable(sized) else 0
         self._count_fed = not callable(sized)
         feed = iter(jobs)
-        workers = self.config.workers or max(2, 2 * self.config.concurrency)
+        workers = self.config.workers or 4 * self.config.concurrency + 4
         results: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers)
         tasks = [asyncio.create_task(self._worker(feed, results)) for _ in range(workers)]
         running = len(tasks)
@@ -196,6 +201,10 @@ class RenderEngine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """Wait for journal writes in progress (the session calls this on exit)."""
+        self._journal_thread.shutdown(wait=True)
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -704,7 +713,8 @@ class RenderEngine:
     async def _write(self, row: dict[str, Any]) -> None:
         if row.get("error_message"):
             row["error_message"] = self._redact(str(row["error_message"]))
-        await asyncio.to_thread(self.journal.write, dict(row))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._journal_thread, self.journal.write, dict(row))
 
 
 def _price(payload: dict[str, Any]) -> float:

@@ -97,8 +97,9 @@ async def open_engine(
         api_host=api_host(host),
         submit_timeout_s=engine_config.submit_timeout_s,
     )
+    engine: RenderEngine | None = None
     try:
-        yield RenderEngine(
+        engine = RenderEngine(
             queue=queue,
             download_http=download_http,
             limiter=limiter,
@@ -112,7 +113,10 @@ async def open_engine(
             log=log,
             secret=key,
         )
+        yield engine
     finally:
+        if engine is not None:
+            engine.close()
         await queue.aclose()
         await fal_http.aclose()
         await download_http.aclose()
