@@ -293,8 +293,13 @@ def _accepts(function: Callable[..., Any], name: str) -> bool:
 
 
 def _launch_log(run_id: str) -> str | None:
+    """Where the pass's process writes its output, relative to the data dir when inside it."""
     path_of = getattr(launch, "launch_log_path", None)
-    return str(path_of(run_id)) if callable(path_of) else None
+    if not callable(path_of):
+        return None
+    path = Path(path_of(run_id))
+    root = settings.data_dir()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def contact_sheet(request: Request) -> Response:
