@@ -76,6 +76,14 @@ def wait_until(page, expression: str, *, timeout: float = 15) -> None:
     )
 
 
+def open_confirm(page, button: str, title: str) -> str:
+    """Click ``button`` and return the text of the confirm step once it shows ``title``
+    (the page refreshes its numbers from the server before it opens the dialog)."""
+    page.click(button)
+    page.wait_for_selector(f"#confirm:not([hidden]) #confirm-title:has-text('{title}')")
+    return page.inner_text("#confirm")
+
+
 def ids_with(page, css: str) -> list[str]:
     return page.eval_on_selector_all(css, "tiles => tiles.map(t => t.dataset.id)")
 
@@ -141,12 +149,11 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         assert ("spring", "p09") not in decisions.current_decisions("spring")
 
         # Render winners: the page shows count and cost first; confirming starts the pass.
-        page.click("#render-winners")
-        assert page.is_visible("#confirm")
-        dialog = page.inner_text("#confirm")
+        dialog = open_confirm(page, "#render-winners", "Render 3 winners")
         assert "3 winners" in dialog and "$0.45" in dialog and "$5.00" in dialog
         page.click("#confirm-ok")
         run_id = page.wait_for_selector("#run-id").inner_text()
+        assert not page.is_visible("#confirm")
 
         winners = {f"spring-{pid}" for pid, d in expected.items() if d == "pick"}
 
@@ -179,8 +186,8 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
 
         # Retry the failed draft through the draft pass, now that the emulator allows it.
         sim.configure(policy_word="nothing-is-forbidden-now")
-        page.click("#retry-failed")
-        assert "1 × content_policy_violation" in page.inner_text("#confirm")
+        dialog = open_confirm(page, "#retry-failed", "Retry 1 failed draft")
+        assert "1 × content_policy_violation" in dialog
         page.click("#confirm-ok")
         wait_until(
             page, "document.querySelector('.tile[data-id=p05] img') !== null", timeout=PASS_TIMEOUT
