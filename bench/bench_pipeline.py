@@ -1,0 +1,180 @@
+"""Draft pass through Dagster on the emulator: wall time against the ideal, Dagster's
+per-partition overhead, and peak memory of a 10,000-prompt campaign.
+
+    .venv/bin/python bench/bench_pipeline.py                      # both parts
+    .venv/bin/python bench/bench_pipeline.py --skip-big           # 1,000 prompts only
+    .venv/bin/python bench/bench_pipeline.py --prompts 200        # a quick look
+
+Part 1: N prompts (default 1,000), one single-run draft pass (``dg.materialize`` over the
+whole range, the same run a backfill or ``falassets run`` launches), emulator at time scale 1
+(mean low-quality latency 1.5 s), engine and emulator concurrency 10. Ideal wall time is
+N x 1.5 s / 10 (150 s for 1,000); target <= 1.10 x ideal. The wall time is the render step
+(STEP_START to its end in the event log), which excludes Dagster's run start-up; the
+whole-run time is reported beside it.
+Dagster's per-partition overhead is the time the asset spends handing each materialization to
+Dagster (stored in the event log before the generator resumes), as the run log reports it.
+
+Part 2: 10,000 prompts, emulator time scale 0.02 (mean latency 0.03 s), reporting wall time
+and peak RSS of the run process (each part runs in its own child process; the emulator is a
+separate process and not counted). Target: peak RSS < 1 GB.
+
+Results on this machine (2 cores, shared with other work at the time): see the report of the
+pipeline work for the figures of the last run; the script prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN_LOW_LATENCY_S = 1.5
+
+
+def child(prompts: int, time_scale: float, concurrency: int) -> dict:
+    """Runs in a fresh process: emulator, data dir, DAGSTER_HOME of its own."""
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    os.environ["FALASSETS_DATA_DIR"] = str(work / "data")
+    os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
+    os.environ.pop("FAL_KEY", None)
+    (work / "dagster_home").mkdir(parents=True)
+    from falassets.sim.control import SimProcess
+
+    sim = SimProcess.start(
+        "--time-scale", str(time_scale), "--concurrency", str(concurrency), "--mode", "queue"
+    )
+    os.environ.update(sim.env())
+    try:
+        return _run(work, prompts, concurrency, sim)
+    finally:
+        sim.stop()
+
+
+def _run(work: Path, prompts: int, concurrency: int, sim) -> dict:
+    import csv
+
+    import dagster as dg
+
+    from falassets.assets.drafts import draft_renders
+    from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+    from falassets.assets.prompts import prompts as prompts_asset
+    from falassets.assets.rendering import EVENT_OVERHEAD_PREFIX
+    from falassets.fal.resource import FalRenderer
+    from falassets.lineage import queries
+
+    campaigns = work / "data" / "campaigns"
+    campaigns.mkdir(parents=True)
+    with (campaigns / "bench.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "prompt", "image_size", "output_format"])
+        for i in range(prompts):
+            writer.writerow([f"p{i:05d}", f"benchmark prompt {i}: a lighthouse", "square", "jpeg"])
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("campaign", ["bench"])
+        dg.materialize([prompts_asset], instance=instance, partition_key="bench")
+        keys = instance.get_dynamic_partitions("prompt")
+        started = time.perf_counter()
+        result = dg.materialize(
+            [draft_renders],
+            instance=instance,
+            resources={"fal": FalRenderer(concurrency=concurrency)},
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+            raise_on_error=False,
+        )
+        run_s = time.perf_counter() - started
+        logs = instance.all_logs(result.run_id)
+        events = {
+            entry.dagster_event.event_type_value: entry.timestamp
+            for entry in logs
+            if entry.dagster_event is not None and entry.dagster_event.is_step_event
+        }
+        step_end = events.get("STEP_SUCCESS") or events.get("STEP_FAILURE")
+        step_s = step_end - events["STEP_START"]
+        overhead = next(
+            (
+                entry.user_message
+                for entry in logs
+                if (entry.user_message or "").startswith(EVENT_OVERHEAD_PREFIX)
+            ),
+            "",
+        )
+        materialized = len(instance.get_materialized_partitions(draft_renders.key))
+    latencies = [
+        float(row["latency_s"])
+        for row in queries.latest_requests("bench", "draft").values()
+        if row.get("latency_s") is not None
+    ]
+    event_s = float(overhead.split()[3].rstrip("s")) if overhead else float("nan")
+    return {
+        "prompts": prompts,
+        "materialized": materialized,
+        "run_s": run_s,
+        "step_s": step_s,
+        "event_s": event_s,
+        "mean_latency_s": sum(latencies) / len(latencies) if latencies else float("nan"),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ledger_peak_running": sim.ledger().get("peak_running"),
+    }
+
+
+def spawn(prompts: int, time_scale: float, concurrency: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(prompts), str(time_scale), str(concurrency)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--big-prompts", type=int, default=10_000)
+    parser.add_argument("--big-time-scale", type=float, default=0.02)
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        n, scale, conc = args.child
+        print(json.dumps(child(int(n), float(scale), int(conc))))
+        return 0
+
+    rows = []
+    main_run = spawn(args.prompts, 1.0, args.concurrency)
+    ideal = args.prompts * MEAN_LOW_LATENCY_S / args.concurrency
+    rows.append(("draft pass, time scale 1", main_run, ideal))
+    if not args.skip_big:
+        big = spawn(args.big_prompts, args.big_time_scale, args.concurrency)
+        big_ideal = args.big_prompts * MEAN_LOW_LATENCY_S * args.big_time_scale / args.concurrency
+        rows.append((f"draft pass, time scale {args.big_time_scale}", big, big_ideal))
+
+    print(
+        "| run | prompts | materialized | ideal s | step s | step / ideal | whole run s "
+        "| Dagster event s | ms / partition | mean latency s | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r, ideal_s in rows:
+        per = 1000 * r["event_s"] / max(r["materialized"], 1)
+        print(
+            f"| {name} | {r['prompts']} | {r['materialized']} | {ideal_s:.1f} | "
+            f"{r['step_s']:.1f} | {r['step_s'] / ideal_s:.3f} | {r['run_s']:.1f} | "
+            f"{r['event_s']:.1f} | {per:.1f} | {r['mean_latency_s']:.3f} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    ok = main_run["step_s"] <= 1.10 * ideal and all(r["peak_rss_mb"] < 1024 for _, r, _ in rows)
+    print(f"\ntargets (step <= 1.10 x ideal, peak RSS < 1 GB): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
