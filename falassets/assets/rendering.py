@@ -10,7 +10,7 @@ them up. Returning normally would mark every partition of the range materialized
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import queue
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -21,7 +21,8 @@ from pydantic import Field
 
 from falassets.assets.images import inline_thumbnail
 from falassets.assets.lookup import Unrenderable
-from falassets.fal.engine import FalAuthError, RenderEngine
+from falassets.assets.pump import RenderPump
+from falassets.fal.engine import FalAuthError
 from falassets.fal.jobs import RenderJob, RenderOutcome
 from falassets.fal.resource import FalRenderer, is_loopback, queue_host
 from falassets.progress import format_progress
@@ -64,54 +65,82 @@ async def render_partitions(
         context.log.error(f"{key}: {error_type}: {message}")
     pending = set(jobs)
     rendered = 0
-    event_s = 0.0  # time Dagster spends storing our events (the render loop waits meanwhile)
+    event_s = 0.0  # time Dagster spends storing our events (renders go on meanwhile)
     context.log.info(f"rendering {len(jobs)} partition(s) of {asset_key.to_user_string()}")
     if jobs:
-        async with renderer.engine(run_id=context.run.run_id, log=context.log) as engine:
-            reporter = asyncio.create_task(_report_progress(context, engine))
-            try:
-                async for outcome in engine.render(list(jobs.values())):
-                    key = outcome.job.partition_key
-                    pending.discard(key)
-                    if outcome.ok:
-                        rendered += 1
-                        metadata = await asyncio.to_thread(
-                            outcome_metadata, outcome, simulated=simulated
-                        )
-                        metadata.update((extra_metadata or {}).get(key, {}))
-                        handed_over = time.perf_counter()
-                        yield dg.AssetMaterialization(
-                            asset_key=asset_key, partition=key, metadata=metadata
-                        )
-                        event_s += time.perf_counter() - handed_over
-                    else:
-                        error_type = outcome.error_type or outcome.status
-                        message = outcome.error_message or outcome.status
-                        failures[key] = (error_type, message)
-                        context.log.warning(f"{key}: {error_type}: {message}")
-            except FalAuthError as exc:
-                raise dg.Failure(
-                    description=(
-                        f"fal refused the key: {exc}. Fix: set FAL_KEY to a valid key from "
-                        f"fal.ai/dashboard/keys, or unset it to use the emulator. "
-                        f"{rendered} partition(s) rendered before the refusal stay materialized."
-                    ),
-                    allow_retries=False,
-                ) from None
-            finally:
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
-                context.log.info(format_progress(engine.progress()))
-                if rendered:
-                    context.log.info(
-                        f"{EVENT_OVERHEAD_PREFIX} {event_s:.2f}s for {rendered} "
-                        f"materializations ({1000 * event_s / rendered:.1f} ms each)"
+        pump = RenderPump(
+            renderer,
+            list(jobs.values()),
+            run_id=context.run.run_id,
+            prepare=lambda outcome: outcome_metadata(outcome, simulated=simulated),
+        )
+        pump.start()
+        next_progress = time.monotonic() + PROGRESS_EVERY_S
+        try:
+            while True:
+                item = await asyncio.to_thread(pump.next, PROGRESS_EVERY_S)
+                _relay_logs(context, pump)
+                if time.monotonic() >= next_progress and (progress := pump.progress()):
+                    context.log.info(format_progress(progress))
+                    next_progress = time.monotonic() + PROGRESS_EVERY_S
+                if item is None:
+                    continue
+                if item[0] == "done":
+                    break
+                if item[0] == "error":
+                    if isinstance(item[1], FalAuthError):
+                        raise _auth_failure(item[1], rendered) from None
+                    raise item[1]
+                _, outcome, metadata = item
+                key = outcome.job.partition_key
+                pending.discard(key)
+                if outcome.ok:
+                    rendered += 1
+                    metadata.update((extra_metadata or {}).get(key, {}))
+                    handed_over = time.perf_counter()
+                    yield dg.AssetMaterialization(
+                        asset_key=asset_key, partition=key, metadata=metadata
                     )
+                    event_s += time.perf_counter() - handed_over
+                else:
+                    error_type = outcome.error_type or outcome.status
+                    message = outcome.error_message or outcome.status
+                    failures[key] = (error_type, message)
+                    context.log.warning(f"{key}: {error_type}: {message}")
+        finally:
+            pump.stop()
+            _relay_logs(context, pump)
+            if progress := pump.progress():
+                context.log.info(format_progress(progress))
+            if rendered:
+                context.log.info(
+                    f"{EVENT_OVERHEAD_PREFIX} {event_s:.2f}s for {rendered} "
+                    f"materializations ({1000 * event_s / rendered:.1f} ms each)"
+                )
     for key in pending:
         failures[key] = ("no_outcome", "the render engine returned no outcome for this job")
     if failures:
         raise failure(failures, rendered=rendered)
+
+
+def _auth_failure(exc: FalAuthError, rendered: int) -> dg.Failure:
+    return dg.Failure(
+        description=(
+            f"fal refused the key: {exc}. Fix: set FAL_KEY to a valid key from "
+            f"fal.ai/dashboard/keys, or unset it to use the emulator. "
+            f"{rendered} partition(s) rendered before the refusal stay materialized."
+        ),
+        allow_retries=False,
+    )
+
+
+def _relay_logs(context: dg.AssetExecutionContext, pump: RenderPump) -> None:
+    while True:
+        try:
+            level, message = pump.logs.get_nowait()
+        except queue.Empty:
+            return
+        (context.log.warning if level == "warning" else context.log.info)(message)
 
 
 def failure(failures: Mapping[str, tuple[str, str]], *, rendered: int) -> dg.Failure:
@@ -162,12 +191,6 @@ def outcome_metadata(outcome: RenderOutcome, *, simulated: bool) -> dict[str, An
     if thumbnail:
         metadata["thumbnail"] = dg.MetadataValue.md(thumbnail)
     return metadata
-
-
-async def _report_progress(context: dg.AssetExecutionContext, engine: RenderEngine) -> None:
-    while True:
-        await asyncio.sleep(PROGRESS_EVERY_S)
-        context.log.info(format_progress(engine.progress()))
 
 
 def _cell(text: str) -> str:
