@@ -175,12 +175,13 @@ async def post_decisions(request: Request) -> ApiResponse:
 
 
 def _record(request: Request, data: dict[str, Any]) -> ApiResponse:
-    board = _board(request)
+    campaign = _campaign(request)
+    known = _state(request).cache.prompt_ids(campaign)  # no board rebuild per key press
+    if not known:
+        raise HTTPException(404, f"campaign '{campaign}' has no prompts")
     ids, decision = data.get("prompt_ids"), data.get("decision")
     try:
-        decisions.record_decisions(
-            board.campaign, ids, decision, source="review", known_prompt_ids=board.ids()
-        )
+        decisions.record_decisions(campaign, ids, decision, source="review", known_prompt_ids=known)
     except decisions.DecisionError as exc:
         return api_error(400, str(exc))
     return ApiResponse({"saved": list(dict.fromkeys(ids)), "decision": decision})

