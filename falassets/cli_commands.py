@@ -197,23 +197,42 @@ def command_dev(args: argparse.Namespace) -> int:
         extra = extra[1:]
     command += ["--port", str(args.port), *extra]
     print(f"DAGSTER_HOME={home}; Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    child = subprocess.Popen(command, env={**os.environ, "DAGSTER_HOME": str(home)})
     try:
-        return child.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to the whole group; make sure dagster dev got it and give
-        # it time to stop its webserver and daemon cleanly.
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.terminate()
-            child.wait(timeout=10)
-        return 0
+        return _run_until_stopped(command, {**os.environ, "DAGSTER_HOME": str(home)})
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run `dagster dev` and stop it gracefully on Ctrl-C, SIGTERM or SIGHUP.
+
+    The child gets its own process group, so a Ctrl-C reaches it once (from us) rather than
+    twice (a second interrupt would cut its shutdown of the webserver and daemon short), and
+    our handlers are installed before it starts so it never inherits an ignored SIGINT (as a
+    background job would), which would make it deaf to the stop request.
+    """
+    child: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if child is not None and child.poll() is None and not stopping:
+            stopping = True
+            child.send_signal(signal.SIGINT)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, forward) for signum in handled}
+    try:
+        child = subprocess.Popen(command, env=env, process_group=0)
+        code = child.wait()
+        return 0 if stopping else code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child is not None and child.poll() is None:  # we are dying for another reason
+            child.terminate()
+            child.wait(timeout=30)
 
 
 # -- parsers ----------------------------------------------------------------------------------
