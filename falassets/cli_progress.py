@@ -208,28 +208,32 @@ class ProgressDisplay:
                 return
 
     def _bar_loop(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, TextColumn
-        from rich.progress import Progress as Bar
+        """A bar with the progress line under it (the line is ~80 characters: it does not fit
+        beside a bar on a standard terminal)."""
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
 
         console = Console(file=self.stream)
-        with Bar(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[line]}"),
-            console=console,
-            transient=False,
-        ) as bar:
-            task = bar.add_task(self.label, total=max(1, self.watcher.total), line="starting…")
+        total = max(1, self.watcher.total)
+
+        def view(progress: Progress | None) -> Group:
+            finished = 0 if progress is None else progress.done + progress.failed
+            row = Table.grid(padding=(0, 1))
+            row.add_row(
+                Text(self.label, style="bold"),
+                ProgressBar(total=total, completed=finished, width=max(10, console.width - 40)),
+                Text(f"{100 * finished / total:3.0f}%"),
+            )
+            line = "starting…" if progress is None else format_progress(progress)
+            return Group(row, Text(line, overflow="fold"))
+
+        with Live(view(None), console=console, refresh_per_second=4, transient=False) as live:
             while True:
                 stopping = self._stop.wait(POLL_INTERVAL_S)
-                progress = self._safe_poll()
-                if progress is not None:
-                    bar.update(
-                        task,
-                        completed=progress.done + progress.failed,
-                        line=format_progress(progress),
-                    )
+                live.update(view(self._safe_poll()))
                 if stopping:
                     return
 
