@@ -215,7 +215,7 @@ def _label(image: Image.Image, spec: ImageSpec) -> None:
         draw.text((size // 2, y0 + i * line_h), line, fill=(0, 0, 0), font=small)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)  # up to 25 MB each at 3840x2160: keep few
 def render(spec: ImageSpec) -> Image.Image:
     """The picture of ``spec`` (cached: an edit's source is usually the image just viewed)."""
     image = _refined(spec) if spec.source is not None else _composition(spec)
