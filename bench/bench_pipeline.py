@@ -18,8 +18,20 @@ Part 2: 10,000 prompts, emulator time scale 0.02 (mean latency 0.03 s), reportin
 and peak RSS of the run process (each part runs in its own child process; the emulator is a
 separate process and not counted). Target: peak RSS < 1 GB.
 
-Results on this machine (2 cores, shared with other work at the time): see the report of the
-pipeline work for the figures of the last run; the script prints a markdown table.
+Measured 2026-11-28 on this 2-core machine (other engineers' tests running at times):
+
+| run | prompts | ideal s | step s | step/ideal | run s | event s | ms/part | RSS MB |
+|---|---|---|---|---|---|---|---|---|
+| time scale 1 | 1,000 | 150.0 | 151.1 | 1.007 | 168.7 | 30.4 | 30.4 | 212 |
+| time scale 0.02 | 10,000 | 30.0 | 498.7 | 16.6 | 708.8 | 461.2 | 46.1 | 444 |
+
+All partitions materialized in both; mean render latency 1.47 s and 0.37 s (lineage).
+(``.venv/bin/python bench/bench_pipeline.py --skip-big`` for row 1, load average ~1; row 2 from
+the full command under load average 3-12.) Dagster stores each materialization in ~30-100 ms
+on SQLite; the engine renders on its own thread meanwhile, so at real latencies that cost
+overlaps the renders (1.007 x ideal; 1.39 x when the engine shared Dagster's loop). At 0.03 s
+latency the event log is the bottleneck: 10,000 partitions take ~8 minutes of event storage,
+with peak RSS 444 MB.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +68,7 @@ def child(prompts: int, time_scale: float, concurrency: int) -> dict:
         return _run(work, prompts, concurrency, sim)
     finally:
         sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(work: Path, prompts: int, concurrency: int, sim) -> dict:
