@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_run.add_parser(subparsers)
     cli_commands.add_parsers(subparsers)
     demo.add_parser(subparsers)
+    # -- falassets reconcile (issue 6, falassets/cli_reconcile.py) --
+    from falassets import cli_reconcile
+
+    cli_reconcile.add_parser(subparsers)
     for name, (_module, summary) in DELEGATED.items():
         subparsers.add_parser(name, help=summary, add_help=False)
     return parser

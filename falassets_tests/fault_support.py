@@ -103,7 +103,7 @@ class Figures:
     billed_usd: float
     double_billed: int  # must be 0
     expired_rebills: int  # allowed: an expired result is resubmitted once
-    wasted_usd: float  # billed but never delivered (or billed twice)
+    wasted_usd: float  # billed but not delivered, or a second bill for one input
     lost_decisions: int = 0
 
     def as_json(self) -> str:
@@ -133,7 +133,15 @@ def figures(
     extra = {key: count - 1 for key, count in per_input.items() if count > 1}
     expired_rebills = sum(min(1, n) for key, n in extra.items() if key in expired_inputs)
     double = sum(extra.values()) - expired_rebills
-    wasted = sum(r["cost_usd"] for r in billed if r["request_id"] not in delivered)
+    # per input, every bill but the one render we kept is waste (undelivered or a second bill)
+    kept: set[str] = set()
+    wasted = 0.0
+    for entry in billed:
+        key = canonical_json(entry["input"])
+        if entry["request_id"] in delivered and key not in kept:
+            kept.add(key)
+        else:
+            wasted += entry["cost_usd"]
     return Figures(
         scenario=scenario,
         mode=mode,

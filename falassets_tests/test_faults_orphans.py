@@ -1,0 +1,113 @@
+"""Orphans (issue 6): requests fal accepted that no run recorded are found in fal's request
+history, recorded in lineage (error_type 'orphan'), reused when they completed, followed when
+they are still running, and reported with what they cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from falassets import settings
+from falassets.fal.intents import IntentLog
+from falassets.fal.jobs import RenderJob, canonical_json
+from falassets.fal.pricing import price_usd
+from falassets.fal.resource import FalRenderer
+from falassets_tests.engine_support import lineage_rows, make_jobs, render_all, wait_for
+from falassets_tests.fault_support import figures, record
+from falassets_tests.test_cli_support import run_cli
+
+pytestmark = pytest.mark.faults
+
+
+def _with_word(job: RenderJob, word: str) -> RenderJob:
+    return RenderJob(
+        **{**job.__dict__, "input": {**job.input, "prompt": f"{job.input['prompt']} {word}"}}
+    )
+
+
+def _post(sim, payload: dict) -> str:
+    """Submit straight to the emulator, as a process that died before journalling would."""
+    context = ssl.create_default_context(cafile=str(sim.cert_file))
+    with httpx.Client(verify=context, trust_env=False) as client:
+        response = client.post(
+            f"{sim.url}/openai/gpt-image-2",
+            content=canonical_json(payload),
+            headers={"Authorization": "Key simulated-no-key", "content-type": "application/json"},
+        )
+    response.raise_for_status()
+    return response.json()["request_id"]
+
+
+@pytest.mark.parametrize("mode", ["queue", "reject"])
+async def test_lagging_history_orphans_are_reconciled_at_the_end_of_the_batch(
+    mode: str, sim, data_dir: Path
+) -> None:
+    sim.configure(mode=mode, concurrency=10 if mode == "queue" else 3)
+    jobs = make_jobs(10, tag="lag")
+    jobs[:3] = [_with_word(j, "SIM_LOSE_SUBMIT_ONCE") for j in jobs[:3]]
+    # history_lookups=0 stands in for fal's history lagging behind the lost submit: the engine
+    # records submit_lost and submits again, and the first request runs (and bills) unseen
+    renderer = FalRenderer(concurrency=4)
+    outcomes = await render_all(jobs, renderer, history_lookups=0)
+    assert all(o.ok for o in outcomes)
+
+    ledger = sim.ledger()
+    fig = record(
+        figures(
+            "lost_submit_history_lag", mode, ledger, {o.job.prompt_id: o.status for o in outcomes}
+        )
+    )
+    assert fig.accepted == 13 and fig.lost_ids == 0  # the 3 orphans are in lineage
+    orphans = [r for r in lineage_rows().values() if r["error_type"] == "orphan"]
+    assert sorted(r["prompt_id"] for r in orphans) == sorted(j.prompt_id for j in jobs[:3])
+    assert all(r["status"] == "completed" and Path(r["image_path"]).is_file() for r in orphans)
+    # the price of the lag, reported: three renders billed twice
+    assert fig.double_billed == 3
+    assert fig.wasted_usd == pytest.approx(sum(price_usd(j.input) for j in jobs[:3]))
+
+    again = await render_all(jobs, FalRenderer(concurrency=4))
+    assert all(o.reused for o in again)
+    assert sim.ledger()["totals"]["accepted"] == 13  # nothing submitted again
+
+
+async def test_reconcile_command_records_reuses_and_follows_orphans(
+    sim, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done, running = make_jobs(2, tag="crash")
+    intents = IntentLog(settings.state_dir() / "intents")
+    for job in (done, running):
+        intents.sent(job.key)  # what a process killed mid-submit leaves behind
+    intents.close()
+    done_id = _post(sim, done.input)
+    wait_for(
+        lambda: all(r["status"] == "COMPLETED" for r in sim.ledger()["requests"]),
+        timeout=30,
+        what="the first orphan to finish",
+    )
+    sim.configure(latency_low=100.0)  # ~1 s at the session's time scale: still running
+    running_id = _post(sim, running.input)
+    foreign = _post(sim, {**done.input, "prompt": "someone else's render"})
+
+    code, out, err = await asyncio.to_thread(run_cli, capsys, "reconcile")
+
+    assert code == 0, err
+    assert "2 orphan request(s)" in out and done_id in out and running_id in out
+    rows = lineage_rows()
+    assert foreign not in rows  # not one of our jobs: left alone
+    assert rows[done_id]["error_type"] == "orphan" and rows[done_id]["status"] == "completed"
+    assert Path(rows[done_id]["image_path"]).is_file()
+    assert rows[running_id]["status"] == "pending" and rows[running_id]["error_type"] == "orphan"
+    assert IntentLog(settings.state_dir() / "intents").open_intents() == {}
+
+    outcomes = {o.job.prompt_id: o for o in await render_all([done, running])}
+    assert outcomes[done.prompt_id].reused  # answered from the orphan's record, not billed
+    assert outcomes[running.prompt_id].request_id == running_id  # followed, not resubmitted
+    assert sim.ledger()["totals"]["accepted"] == 3
+
+    code, out, _ = await asyncio.to_thread(run_cli, capsys, "reconcile")
+    assert code == 0 and out.startswith("no orphans")  # idempotent
