@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,6 +155,9 @@ class RenderEngine:
         self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="falassets-journal")
         self.rate_limited = 0
         self.submits = 0
+        self.ambiguous_submits = 0  # submit answers lost this batch: reconcile at its end
+        self.reconciled: Any = None  # the ReconcileReport of this batch, when one ran
+        self._batch_start = datetime.now(UTC)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class RenderEngine:
         self._prior = await asyncio.to_thread(PriorWork.load, self.journal_dir)
         self._open_intents = await asyncio.to_thread(self.intents.open_intents)
         self._started = time.monotonic()
+        self._batch_start = datetime.now(UTC)
         sized = getattr(jobs, "__len__", None)
         self._total = int(sized()) if callable(sized) else 0
         self._count_fed = not callable(sized)
@@ -197,10 +201,26 @@ class RenderEngine:
                     yield item
             if self._auth_error is not None:
                 raise self._auth_error
+            if self.ambiguous_submits:
+                await self._reconcile_orphans()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconcile_orphans(self) -> None:
+        """A submit answer was lost this batch, so fal may hold a request lineage does not
+        name (its history may have lagged our look-up): record it now (fal/reconcile.py)."""
+        from falassets.fal.reconcile import reconcile
+
+        try:
+            self.reconciled = await reconcile(self, since=self._batch_start - timedelta(minutes=1))
+        except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
+            reason = self._classify(error).message
+            self.log.warning(
+                f"could not reconcile lost submits with fal's history ({reason}); "
+                "run `falassets reconcile` later"
+            )
 
     def close(self) -> None:
         """Wait for journal writes in progress (the session calls this on exit)."""
@@ -432,6 +452,7 @@ class RenderEngine:
                 self.submits += 1
                 request = await self.queue.submit(job.endpoint, job.input)
             except AmbiguousSubmit as error:
+                self.ambiguous_submits += 1
                 request = await self._look_up(job, sent_at)
                 if request is None:
                     row.update(
