@@ -143,6 +143,22 @@ def test_the_fal_key_appears_nowhere_after_a_full_flow(sim, data_dir: Path) -> N
     ledger = sim.ledger()
     assert sum(r["billed"] for r in ledger["requests"]) == 4  # 2 drafts + 2 finals, with the key
 
+    _, winners = catalog.query("select prompt_id from winners where campaign = 'spring'")
+    picked = {"hero_1", "hero_2"}
+    finals = {r["prompt_id"] for r in lineage_rows().values() if r["pass"] == "final"}
+    outcomes = {r["partition_key"] + "/" + r["pass"]: r["status"] for r in lineage_rows().values()}
+    fig = record(
+        figures(
+            "full_flow_with_key",
+            "queue",
+            ledger,
+            outcomes,
+            lost_decisions=len(picked - {w for (w,) in winners}),
+        )
+    )
+    assert_promises(fig)
+    assert finals == picked  # every pick reached the final pass, nothing else did
+
     hits = scan_for_secret(data_dir, secret)
     assert hits == []
     assert (data_dir / "dagster_home").is_dir() and (data_dir / "lineage.duckdb").is_file()
