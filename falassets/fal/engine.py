@@ -511,7 +511,13 @@ class RenderEngine:
             )
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
-            return await self._follow(job, row, request, started=started, holding_slot=True)
+            self._prior.known_request_ids.add(request.request_id)
+            final = await self._wait(job, row, request, started + self.config.render_timeout_s)
+        # Once fal says COMPLETED the request no longer counts against the account's limit:
+        # fetch and download outside the slot, so the next submit does not wait on them.
+        if final is not None:
+            return final
+        return await self._fetch(job, row, request, started)
 
     async def _look_up(self, job: RenderJob, since: datetime) -> QueuedRequest | None:
         """Find a (maybe) accepted submit in fal's history; a few tries, fal may lag."""
@@ -543,7 +549,6 @@ class RenderEngine:
         *,
         started: float | None = None,
         resumed: bool = False,
-        holding_slot: bool = False,
     ) -> _Attempt:
         """Wait for a recorded request, fetch and store its output, journal the final row."""
         self._prior.known_request_ids.add(request.request_id)
@@ -559,11 +564,8 @@ class RenderEngine:
         if started is None:
             started = time.monotonic() - _age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
-        if holding_slot:
+        async with self.limiter.slot():  # a resumed request is in flight at fal too
             final = await self._wait(job, row, request, deadline)
-        else:
-            async with self.limiter.slot():  # a resumed request is in flight at fal too
-                final = await self._wait(job, row, request, deadline)
         if final is not None:
             return final
         return await self._fetch(job, row, request, started)
