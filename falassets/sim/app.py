@@ -274,8 +274,9 @@ class SimApp:
             headers["retry-after"] = f"{self.scheduler.config.retry_after:g}"
         return json_response({"detail": detail, "error_type": error_type}, 429, headers)
 
-    async def status(self, request: Request) -> Response:
-        self.scheduler.http["status"] += 1
+    def _polled_request(self, request: Request) -> SimRequest | Response:
+        """The request a status/stream/result call names, or the answer that refuses it
+        (no key, unknown id, or an ingress 503 drawn for this poll)."""
         if (denied := self._authorised(request)) is not None:
             return denied
         sim = self._lookup(request)
@@ -283,6 +284,13 @@ class SimApp:
             return json_response({"detail": "Request not found"}, 404)
         if (fault := self._ingress_fault(sim)) is not None:
             return fault
+        return sim
+
+    async def status(self, request: Request) -> Response:
+        self.scheduler.http["status"] += 1
+        sim = self._polled_request(request)
+        if isinstance(sim, Response):
+            return sim
         logs = request.query_params.get("logs", "").lower() in ("1", "true")
         body = self._status_body(request, sim, logs)
         code = 200 if sim.status == "COMPLETED" else 202
@@ -290,13 +298,9 @@ class SimApp:
 
     async def status_stream(self, request: Request) -> Response:
         self.scheduler.http["stream"] += 1
-        if (denied := self._authorised(request)) is not None:
-            return denied
-        sim = self._lookup(request)
-        if sim is None:
-            return json_response({"detail": "Request not found"}, 404)
-        if (fault := self._ingress_fault(sim)) is not None:
-            return fault
+        sim = self._polled_request(request)
+        if isinstance(sim, Response):
+            return sim
         logs = request.query_params.get("logs", "").lower() in ("1", "true")
         return StreamingResponse(
             self._events(request, sim, logs),
@@ -322,13 +326,9 @@ class SimApp:
 
     async def result(self, request: Request) -> Response:
         self.scheduler.http["result"] += 1
-        if (denied := self._authorised(request)) is not None:
-            return denied
-        sim = self._lookup(request)
-        if sim is None:
-            return json_response({"detail": "Request not found"}, 404)
-        if (fault := self._ingress_fault(sim)) is not None:
-            return fault
+        sim = self._polled_request(request)
+        if isinstance(sim, Response):
+            return sim
         headers = {"x-fal-request-id": sim.request_id}
         if sim.status != "COMPLETED":
             return json_response({"detail": "Request is still in progress"}, 400, headers)
