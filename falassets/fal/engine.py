@@ -330,7 +330,7 @@ class RenderEngine:
             request = QueuedRequest(
                 row["request_id"], row["status_url"], row["response_url"], row["cancel_url"]
             )
-            last = await self._follow(job, row, request, resumed=True)
+            last = await self._follow(job, row, request)
             request_ids.append(row["request_id"])
             if last.outcome != "failed" or not self._may_retry(last.failure):
                 return self._outcome(job, last, request_ids, submits)
@@ -502,13 +502,7 @@ class RenderEngine:
                     return _Attempt(row, "failed", failure)
                 return failure
             await self.limiter.on_accepted()
-            row.update(
-                request_id=request.request_id,
-                status="pending",
-                status_url=request.status_url,
-                response_url=request.response_url,
-                cancel_url=request.cancel_url,
-            )
+            _mark_pending(row, request)
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
             self._prior.known_request_ids.add(request.request_id)
@@ -546,23 +540,13 @@ class RenderEngine:
         job: RenderJob,
         row: dict[str, Any],
         request: QueuedRequest,
-        *,
-        started: float | None = None,
-        resumed: bool = False,
     ) -> _Attempt:
-        """Wait for a recorded request, fetch and store its output, journal the final row."""
+        """Wait for a request submitted earlier (resumed or adopted), then fetch its output."""
         self._prior.known_request_ids.add(request.request_id)
         if row.get("status") != "pending" or row.get("request_id") != request.request_id:
-            row.update(
-                request_id=request.request_id,
-                status="pending",
-                status_url=request.status_url,
-                response_url=request.response_url,
-                cancel_url=request.cancel_url,
-            )
+            _mark_pending(row, request)
             await self._write(row)
-        if started is None:
-            started = time.monotonic() - _age_s(row.get("submitted_at"))
+        started = time.monotonic() - _age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
         async with self.limiter.slot():  # a resumed request is in flight at fal too
             final = await self._wait(job, row, request, deadline)
@@ -738,6 +722,17 @@ class RenderEngine:
             row["error_message"] = self._redact(str(row["error_message"]))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._journal_thread, self.journal.write, dict(row))
+
+
+def _mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:
+    """The row of a request fal accepted, with the URLs a restarted process resumes from."""
+    row.update(
+        request_id=request.request_id,
+        status="pending",
+        status_url=request.status_url,
+        response_url=request.response_url,
+        cancel_url=request.cancel_url,
+    )
 
 
 def _price(payload: dict[str, Any]) -> float:
