@@ -21,22 +21,25 @@ Run (a few minutes on 2 cores)::
 Targets (issue 3): >= 97% of ideal throughput, <= 8 HTTP requests per render, 429s <= 2% of
 submits after the first adaptation, ahead of the seed's pattern in every column.
 
-Measured 2026-11-28 with the default command, on a 2-CPU box that other jobs kept at a load
-average of 10-12 throughout (so every client was CPU-starved and wall time tracks CPU spent;
-rerun on a quiet machine before quoting throughput):
+Measured 2026-11-29 on this 2-core machine, quiet (load average < 1.5), with
+``.venv/bin/python bench/bench_engine.py --prompts 1000 --time-scale 1`` (real latency: mean
+1.47 s at quality low), after the engine stopped holding its slot through downloads:
 
 | mode | client | wall s | ideal s | % ideal | HTTP/render | 429s (%) | CPU ms/r | RSS MB | fail |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|
-| queue | engine | 129.8 | 30.2 | 23.3% | 4.00 | 0 (0.0%) | 33.9 | 58 | 0 |
-| queue | seed | 69.7 | 29.9 | 42.9% | 4.53 | 0 (0.0%) | 19.4 | 38 | 0 |
-| reject | engine | 123.1 | 30.3 | 24.6% | 4.00 | 0 (0.0%) | 33.8 | 58 | 0 |
-| reject | seed | 81.9 | 30.0 | 36.6% | 4.38 | 0 (0.0%) | 20.5 | 39 | 0 |
+| queue | engine | 149.1 | 146.6 | 98.3% | 4.00 | 0 (0.0%) | 27.1 | 55 | 0 |
+| queue | seed | 154.0 | 146.5 | 95.2% | 17.00 | 0 (0.0%) | 55.4 | 38 | 0 |
+| reject | engine | 149.0 | 146.5 | 98.4% | 4.00 | 0 (0.0%) | 27.5 | 55 | 0 |
+| reject | seed | 154.0 | 146.5 | 95.2% | 17.03 | 0 (0.0%) | 52.8 | 38 | 0 |
 
-Reading it: the engine meets the HTTP target (4 per render *including* the image download,
-independent of latency; the seed's count grows with latency, ~0.1 s per poll, and it
-downloads nothing) but NOT the throughput, CPU or RSS targets here: it spends ~34 ms CPU per
-render (of which ~7 ms decode + thumbnail, plus two fsynced journal rows) against the
-seed's ~20 ms for strictly less work, and on a starved CPU that is wall time.
+Reading it: the engine meets >= 97% of ideal, 4 HTTP requests per render *including* the
+image download (the seed's count grows with latency, one poll per 0.1 s, and it downloads
+nothing), and half the seed's CPU per render. Peak RSS is the one column the seed wins: the
+engine decodes, checks and thumbnails every image it keeps; the seed keeps none. Neither
+client met a 429 here because both hold exactly 10 in flight; the adaptive back-off is
+exercised by the engine's tests, not by this benchmark. With the default time scale 0.2
+(0.3 s renders) fixed per-render costs weigh five times more and both clients land near 80%
+of ideal; quote the time-scale-1 figures.
 """
 
 from __future__ import annotations
