@@ -76,7 +76,7 @@ def prompts(n: int) -> list[dict[str, Any]]:
 # -- the two clients (run in a child process each) ---------------------------------------------
 
 
-async def run_engine(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+async def run_engine(inputs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     from falassets.fal.engine_session import open_engine
     from falassets.fal.jobs import RenderJob
 
@@ -91,7 +91,7 @@ async def run_engine(inputs: list[dict[str, Any]]) -> dict[str, Any]:
         for i, payload in enumerate(inputs)
     ]
     ok = failed = 0
-    async with open_engine(run_id="bench", concurrency=CONCURRENCY) as engine:
+    async with open_engine(run_id="bench", concurrency=workers) as engine:
         async for outcome in engine.render(jobs):
             ok += outcome.ok
             failed += not outcome.ok
@@ -99,7 +99,7 @@ async def run_engine(inputs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"ok": ok, "failed": failed, "client_429": rate_limited}
 
 
-async def run_seed(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+async def run_seed(inputs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     import asyncio
 
     import fal_client
@@ -122,11 +122,11 @@ async def run_seed(inputs: list[dict[str, Any]]) -> dict[str, Any]:
             except Exception:
                 counts["failed"] += 1
 
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
     return counts
 
 
-def child(kind: str, n: int) -> None:
+def child(kind: str, n: int, workers: int) -> None:
     import asyncio
     import resource
 
@@ -137,7 +137,7 @@ def child(kind: str, n: int) -> None:
     else:
         import fal_client  # noqa: F401
     cpu0, wall0 = time.process_time(), time.monotonic()
-    result = asyncio.run(runner(inputs))
+    result = asyncio.run(runner(inputs, workers))
     result.update(
         wall_s=time.monotonic() - wall0,
         cpu_s=time.process_time() - cpu0,
@@ -155,14 +155,19 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def measure(sim: Any, kind: str, mode: str, n: int, time_scale: float) -> dict[str, Any]:
+def measure(
+    sim: Any, kind: str, mode: str, n: int, time_scale: float, workers: int = CONCURRENCY
+) -> dict[str, Any]:
     sim.reset()
     sim.configure(mode=mode, concurrency=CONCURRENCY, time_scale=time_scale)
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as data:
         env = {**os.environ, **sim.env(), "FALASSETS_DATA_DIR": data}
         env.pop("FAL_KEY", None)
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", kind, "--prompts", str(n)],
+            [
+                *(sys.executable, __file__, "--child", kind, "--prompts", str(n)),
+                *("--client-concurrency", str(workers)),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -222,10 +227,17 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=0.2, help="emulator latency scale")
     parser.add_argument("--modes", default="queue,reject")
     parser.add_argument("--clients", default="engine,seed")
+    parser.add_argument(
+        "--client-concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help="requests each client tries to keep in flight (above the account limit of "
+        f"{CONCURRENCY} shows how each copes with 429s in reject mode)",
+    )
     parser.add_argument("--child", choices=("engine", "seed"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.prompts)
+        child(args.child, args.prompts, args.client_concurrency)
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -237,7 +249,9 @@ def main() -> None:
         for mode in args.modes.split(","):
             for kind in args.clients.split(","):
                 started = time.monotonic()
-                row = measure(sim, kind, mode, args.prompts, args.time_scale)
+                row = measure(
+                    sim, kind, mode, args.prompts, args.time_scale, args.client_concurrency
+                )
                 rows.append(row)
                 print(
                     f"{mode:6} {kind:6} done in {time.monotonic() - started:.0f}s "
@@ -248,7 +262,8 @@ def main() -> None:
     finally:
         sim.stop()
     print(
-        f"{args.prompts} prompts, concurrency {CONCURRENCY}, time scale {args.time_scale}, "
+        f"{args.prompts} prompts, account limit {CONCURRENCY}, client concurrency "
+        f"{args.client_concurrency}, time scale {args.time_scale}, "
         f"{os.cpu_count()} CPUs\n"
     )
     print(table(rows))
