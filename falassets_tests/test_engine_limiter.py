@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.limiter import AdaptiveLimiter, SlotFiles
+from falassets.fal.limiter import PROBE_FACTOR, AdaptiveLimiter, SlotFiles
 
 HOLDER = """
 import sys, time
@@ -138,3 +138,37 @@ def test_slot_files_live_where_asked(tmp_path: Path) -> None:
     assert slots.try_acquire() is not None
     assert len(os.listdir(tmp_path / "slots")) == 1
     slots.close()
+
+
+async def test_429_settles_at_the_level_fal_accepted_and_probes_past_it_rarely(
+    tmp_path: Path,
+) -> None:
+    """fal refusing a request while 10 of ours run there means it takes 10: run 10, not 5."""
+    limiter = AdaptiveLimiter(16, tmp_path, backoff_base_s=0.001, backoff_cap_s=0.002)
+    release = asyncio.Event()
+    running = 0
+
+    async def accepted_request() -> None:
+        nonlocal running
+        async with limiter.slot():
+            await limiter.on_accepted()
+            running += 1
+            await release.wait()
+
+    holders = [asyncio.create_task(accepted_request()) for _ in range(10)]
+    while running < 10:
+        await asyncio.sleep(0)
+    async with limiter.slot() as epoch:
+        await limiter.on_rate_limited(epoch, None)
+    release.set()
+    await asyncio.gather(*holders)
+    assert limiter.target == 10
+    for _ in range(10 * PROBE_FACTOR - 1):
+        await limiter.on_accepted()
+    assert limiter.target == 10  # the refused level is probed only after PROBE_FACTOR rounds
+    await limiter.on_accepted()
+    assert limiter.target == 11
+    for _ in range(11):
+        await limiter.on_accepted()
+    assert limiter.target == 12  # past it, the usual climb of +1 per `target` accepted
+    limiter.close()

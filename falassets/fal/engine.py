@@ -548,7 +548,7 @@ class RenderEngine:
             await self._write(row)
         started = time.monotonic() - _age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
-        async with self.limiter.slot():  # a resumed request is in flight at fal too
+        async with self.limiter.slot(accepted=True):  # a resumed request is at fal too
             final = await self._wait(job, row, request, deadline)
         if final is not None:
             return final

@@ -6,10 +6,14 @@ Two layers, because they solve different problems:
   ``flock`` on one of them while it is at fal. Every process on the machine shares the same
   files, so two runs started at once still hold N together, and the kernel drops a dead
   process's locks, so a SIGKILL never leaks a slot.
-* :class:`AdaptiveLimiter`: per process, an asyncio gate with an *in-flight target* that AIMD
-  moves: halved on a 429 (at most once per round of requests already in flight), then +1
-  after every ``target`` accepted submits, back up to N. A ``Retry-After`` (or our backoff)
-  holds every submit of the process until it passes, so one 429 does not become ten.
+* :class:`AdaptiveLimiter`: per process, an asyncio gate with an *in-flight target*. A 429
+  while k of our requests are accepted and running at fal proves fal takes k at once, so the
+  target drops to k (halved when we have none there), and later 429s of the same round can
+  only raise it to a larger proven k. It then
+  climbs +1 per ``target`` accepted submits, but probes the level fal refused only after
+  ``PROBE_FACTOR`` x ``target`` accepted submits: halving and climbing back (plain AIMD) ran
+  at ~70% of the account's limit with a 429 every ~30 submits. A ``Retry-After`` (or our
+  backoff) holds every submit of the process until it passes, so one 429 does not become ten.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from falassets.fal.retry import backoff_delay
 
 #: How often a process re-tries the slot files while another process holds them all.
 SLOT_POLL_MIN_S = 0.005
 SLOT_POLL_MAX_S = 0.05
+#: Accepted submits, per unit of target, before probing the in-flight level fal last refused.
+PROBE_FACTOR = 20
 
 
 class SlotFiles:
@@ -115,7 +122,9 @@ class AdaptiveLimiter:
         self.capacity = capacity
         self.slots = SlotFiles(slot_dir, capacity)
         self.target = capacity
+        self.ceiling: int | None = None  # in-flight level (ours) at which fal last said 429
         self.in_flight = 0
+        self._at_fal: set[asyncio.Task[Any] | None] = set()  # holders fal has accepted
         self.peak_in_flight = 0
         self.rate_limited = 0
         self._successes_since_change = 0
@@ -127,8 +136,9 @@ class AdaptiveLimiter:
         self._backoff_cap_s = backoff_cap_s
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[int]:
-        """Hold one in-flight place; yields the epoch to pass back to ``on_rate_limited``."""
+    async def slot(self, *, accepted: bool = False) -> AsyncIterator[int]:
+        """Hold one in-flight place; yields the epoch to pass back to ``on_rate_limited``.
+        ``accepted``: the place is for a request fal already accepted (a resumed one)."""
         async with self._cond:
             while True:
                 wait = self._hold_until - time.monotonic()
@@ -145,8 +155,11 @@ class AdaptiveLimiter:
         try:
             index = await self.slots.acquire()
             self.peak_in_flight = max(self.peak_in_flight, self.slots.held)
+            if accepted:
+                self._at_fal.add(asyncio.current_task())
             yield epoch
         finally:
+            self._at_fal.discard(asyncio.current_task())
             if index is not None:
                 self.slots.release(index)
             async with self._cond:
@@ -154,25 +167,38 @@ class AdaptiveLimiter:
                 self._cond.notify_all()
 
     async def on_accepted(self) -> None:
-        """Additive increase: one more place after ``target`` accepted submits."""
+        """Additive increase: one more place after ``target`` accepted submits, and only after
+        ``PROBE_FACTOR`` times as many when the next place is the level fal refused. Call it
+        from the task holding the slot."""
+        self._at_fal.add(asyncio.current_task())
         self._consecutive_429 = 0
         if self.target >= self.capacity:
             return
         self._successes_since_change += 1
-        if self._successes_since_change >= self.target:
+        probing = self.ceiling is not None and self.target + 1 >= self.ceiling
+        needed = self.target * (PROBE_FACTOR if probing else 1)
+        if self._successes_since_change >= needed:
             self.target += 1
             self._successes_since_change = 0
+            if probing:
+                self.ceiling = None  # probed through it; the next 429 sets it again
             async with self._cond:
                 self._cond.notify_all()
 
     async def on_rate_limited(self, epoch: int, retry_after_s: float | None) -> float:
-        """Multiplicative decrease and a process-wide hold; returns how long the hold lasts."""
+        """Lower the target to just under the refused level; hold submits; returns the hold."""
         self.rate_limited += 1
         self._consecutive_429 += 1
+        proven = len(self._at_fal)  # ours accepted and running at fal: it takes that many
         if epoch == self._epoch:
-            self.target = max(1, self.target // 2)
+            self.target = min(self.target, proven) if proven else max(1, self.target // 2)
+            # Refused with this many of ours submitted: the level to probe only rarely. Submits
+            # still unanswered count, so a burst's first 429 does not set it too low.
+            self.ceiling = self.in_flight if proven else None
             self._epoch += 1
             self._successes_since_change = 0
+        elif proven > self.target:  # a 429 of the same round, now that more answers arrived
+            self.target = min(self.capacity, proven)
         if retry_after_s is not None:
             delay = min(retry_after_s, 300.0)
         else:
