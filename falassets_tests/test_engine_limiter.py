@@ -172,3 +172,14 @@ async def test_429_settles_at_the_level_fal_accepted_and_probes_past_it_rarely(
         await limiter.on_accepted()
     assert limiter.target == 12  # past it, the usual climb of +1 per `target` accepted
     limiter.close()
+
+
+async def test_a_burst_of_429s_is_one_signal_for_the_back_off(tmp_path: Path) -> None:
+    """Six submits refused together must not hold the process for 0.5 + 1 + ... + 16 s."""
+    limiter = AdaptiveLimiter(16, tmp_path, backoff_base_s=1.0, backoff_cap_s=60.0)
+    epoch = limiter._epoch
+    holds = [await limiter.on_rate_limited(epoch, None) for _ in range(6)]
+    assert max(holds) <= 1.0  # the first step's ceiling (base), however many came back
+    fresh = await limiter.on_rate_limited(limiter._epoch, None)
+    assert fresh >= 1.0  # a refusal after we adapted is news: the back-off grows
+    limiter.close()

@@ -188,9 +188,11 @@ class AdaptiveLimiter:
     async def on_rate_limited(self, epoch: int, retry_after_s: float | None) -> float:
         """Lower the target to just under the refused level; hold submits; returns the hold."""
         self.rate_limited += 1
-        self._consecutive_429 += 1
         proven = len(self._at_fal)  # ours accepted and running at fal: it takes that many
         if epoch == self._epoch:
+            # One burst of refusals is one signal: only a fresh one lengthens the back-off
+            # (six 429s of one burst used to hold every submit for 0.5 + 1 + ... + 16 s).
+            self._consecutive_429 += 1
             self.target = min(self.target, proven) if proven else max(1, self.target // 2)
             # Refused with this many of ours submitted: the level to probe only rarely. Submits
             # still unanswered count, so a burst's first 429 does not set it too low.
