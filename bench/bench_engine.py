@@ -27,10 +27,10 @@ Measured 2026-11-29 on this 2-core machine, quiet (load average < 1.5), with
 
 | mode | client | wall s | ideal s | % ideal | HTTP/render | 429s (%) | CPU ms/r | RSS MB | fail |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|
-| queue | engine | 149.1 | 146.6 | 98.3% | 4.00 | 0 (0.0%) | 27.1 | 55 | 0 |
-| queue | seed | 154.0 | 146.5 | 95.2% | 17.00 | 0 (0.0%) | 55.4 | 38 | 0 |
-| reject | engine | 149.0 | 146.5 | 98.4% | 4.00 | 0 (0.0%) | 27.5 | 55 | 0 |
-| reject | seed | 154.0 | 146.5 | 95.2% | 17.03 | 0 (0.0%) | 52.8 | 38 | 0 |
+| queue | engine | 149.0 | 146.6 | 98.3% | 4.00 | 0 (0.0%) | 28.7 | 49 | 0 |
+| queue | seed | 154.4 | 146.5 | 94.9% | 16.96 | 0 (0.0%) | 56.2 | 38 | 0 |
+| reject | engine | 149.3 | 146.6 | 98.2% | 4.00 | 0 (0.0%) | 30.9 | 49 | 0 |
+| reject | seed | 154.6 | 146.5 | 94.8% | 16.81 | 0 (0.0%) | 60.5 | 38 | 0 |
 
 Reading it: the engine meets >= 97% of ideal, 4 HTTP requests per render *including* the
 image download (the seed's count grows with latency, one poll per 0.1 s, and it downloads
