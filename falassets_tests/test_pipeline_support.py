@@ -23,16 +23,23 @@ ASSETS = [prompts, draft_renders, review_selections, final_renders, campaign_rep
 
 
 def write_campaign(
-    data_dir: Path, name: str, prompts_by_id: dict[str, str], size: str = "square"
+    data_dir: Path,
+    name: str,
+    prompts_by_id: dict[str, str],
+    size: str = "square",
+    *,
+    mood: str | None = None,
 ) -> Path:
+    """A campaign CSV in the data dir; ``mood`` adds a tag column with that value."""
     directory = data_dir / "campaigns"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.csv"
+    tag = [] if mood is None else [mood]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "prompt", "image_size", "output_format"])
+        writer.writerow(["id", "prompt", "image_size", "output_format", *(["mood"] if tag else [])])
         for prompt_id, text in prompts_by_id.items():
-            writer.writerow([prompt_id, text, size, "png"])
+            writer.writerow([prompt_id, text, size, "png", *tag])
     return path
 
 

@@ -4,7 +4,6 @@ raw HTTP requests that keep their path exactly as written, and campaigns with re
 
 from __future__ import annotations
 
-import csv
 import http.client
 import json
 import socket
@@ -19,6 +18,7 @@ import uvicorn
 
 from falassets.review.app import create_app
 from falassets.review.security import TOKEN_HEADER, allowed_hosts
+from falassets_tests.test_pipeline_support import write_campaign
 
 TOKEN = "test-token-0123456789"
 
@@ -116,15 +116,7 @@ class ReviewServer:
 def write_campaign_csv(
     data_dir: Path, name: str, prompts: dict[str, str], *, size: str = "square", tags: str = ""
 ) -> Path:
-    directory = data_dir / "campaigns"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "prompt", "image_size", "output_format", "mood"])
-        for prompt_id, text in prompts.items():
-            writer.writerow([prompt_id, text, size, "png", tags])
-    return path
+    return write_campaign(data_dir, name, prompts, size, mood=tags)
 
 
 def seed_drafts(
