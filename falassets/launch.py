@@ -61,16 +61,40 @@ _DAGSTER_YAML = """\
 # Written by falassets when it created this DAGSTER_HOME. Edit freely.
 telemetry:
   enabled: false
+# Dagster's SQLite event log, storing a batch of events (the "materialization planned" event
+# of every prompt in a run) in one transaction instead of one each: see
+# falassets/dagster_event_log.py. Remove the block to go back to Dagster's default.
+event_log_storage:
+  module: falassets.dagster_event_log
+  class: BatchedSqliteEventLogStorage
+  config:
+    dagster_home:
+      env: DAGSTER_HOME
+"""
+
+# How many buffered events Dagster hands the storage at once: bounds one write transaction
+# (other writers wait on SQLite's lock meanwhile) while 1,000 planned events become one write.
+EVENT_BATCH_SIZE = "1000"
+
+# What earlier versions wrote: a home that still has exactly this gets the current file.
+_OLD_DAGSTER_YAML = """\
+# Written by falassets when it created this DAGSTER_HOME. Edit freely.
+telemetry:
+  enabled: false
 """
 
 
 def prepare_dagster_home() -> Path:
-    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home."""
+    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home.
+
+    Also sets ``DAGSTER_EVENT_BATCH_SIZE`` (unless the user did) for this process and the ones
+    it starts, so Dagster hands batched events to the storage as batches."""
     home = settings.dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text() == _OLD_DAGSTER_YAML:
         config.write_text(_DAGSTER_YAML)
     return home
 

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from falassets.assets.drafts import draft_renders
+from falassets.launch import prepare_dagster_home
 from falassets_tests.test_pipeline_support import load_campaign, render, statuses, write_campaign
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,9 +149,11 @@ class DagsterDev:
 
 @pytest.fixture
 def dagster_home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = data_dir / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    """The home `falassets dev` prepares (batched event log); env changes undone afterwards."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    home = prepare_dagster_home()
+    assert home == data_dir / "dagster_home"
     return home
 
 

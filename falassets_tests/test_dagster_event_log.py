@@ -1,0 +1,131 @@
+"""The DAGSTER_HOME falassets prepares: a batched SQLite event log that stores exactly what
+Dagster's own stores (so partition states, and "backfill failed and missing", are unchanged)
+in far fewer transactions, and that takes over an existing home without losing its runs."""
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy
+
+from falassets import launch
+from falassets.dagster_event_log import BatchedSqliteEventLogStorage
+
+PARTITIONS = dg.DynamicPartitionsDefinition(name="event_log_prompts")
+KEYS = [f"p{i:03d}" for i in range(60)]
+FAILING = {key for key in KEYS if key.endswith("7")}
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,
+)
+def renders(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
+    """The draft pass's shape: one materialization per success, then Failure naming the rest."""
+    for key in context.partition_keys:
+        if key not in FAILING:
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=key, metadata={"key": key}
+            )
+    raise dg.Failure(description=f"{len(FAILING)} renders failed")
+
+
+@pytest.fixture
+def home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DAGSTER_HOME under the test's data dir; env changes are undone after the test."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    return data_dir / "dagster_home"
+
+
+def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple], int]:
+    """One single-run backfill over KEYS: partition states, the run's asset events as
+    (type, partition), and how many SQLite transactions it committed."""
+    instance.add_dynamic_partitions(PARTITIONS.name, KEYS)
+    commits = itertools.count()
+
+    def count_commit(_connection: object) -> None:
+        next(commits)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", count_commit)
+    try:
+        result = dg.materialize(
+            [renders],
+            instance=instance,
+            tags={launch.RANGE_START_TAG: KEYS[0], launch.RANGE_END_TAG: KEYS[-1]},
+            raise_on_error=False,
+        )
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", count_commit)
+    assert not result.success
+    states = instance.get_status_by_partition(renders.key, KEYS, PARTITIONS)
+    events = [
+        (record.event_log_entry.dagster_event_type.value, record.partition_key)
+        for record in instance.get_records_for_run(result.run_id).records
+        if record.event_log_entry.dagster_event_type
+        in {
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+        }
+    ]
+    return {key: state.value for key, state in states.items()}, events, next(commits)
+
+
+def test_a_range_run_stores_the_same_events_and_states_in_far_fewer_transactions(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline_home = tmp_path / "baseline_home"
+    baseline_home.mkdir()
+    with dg.DagsterInstance.from_config(str(baseline_home)) as instance:
+        baseline_states, baseline_events, baseline_commits = _run_range(instance)
+
+    launch.prepare_dagster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+        states, events, commits = _run_range(instance)
+
+    assert states == baseline_states
+    assert {key for key, state in states.items() if state == "FAILED"} == FAILING
+    assert {key for key, state in states.items() if state == "MATERIALIZED"} == set(KEYS) - FAILING
+    assert events == baseline_events
+    assert events.count(("ASSET_MATERIALIZATION_PLANNED", None)) == 0  # one per partition
+    # Dagster's storage commits at least once per planned event; the batched one twice in all.
+    assert commits <= baseline_commits - len(KEYS)
+
+
+def test_a_home_made_by_an_earlier_version_switches_and_keeps_its_runs(home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(launch._OLD_DAGSTER_YAML)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert not isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+        earlier_states, _, _ = _run_range(instance)
+
+    launch.prepare_dagster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+        states = instance.get_status_by_partition(renders.key, KEYS, PARTITIONS)
+        assert {key: state.value for key, state in states.items()} == earlier_states
+        assert len(instance.get_runs()) == 1
+
+
+def test_a_dagster_yaml_the_user_edited_is_left_alone(home: Path) -> None:
+    home.mkdir(parents=True)
+    edited = "telemetry:\n  enabled: true\n"
+    (home / "dagster.yaml").write_text(edited)
+    launch.prepare_dagster_home()
+    assert (home / "dagster.yaml").read_text() == edited
+
+
+def test_the_batch_size_is_set_for_child_processes_unless_the_user_chose_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    launch.prepare_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == launch.EVENT_BATCH_SIZE
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
+    launch.prepare_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
