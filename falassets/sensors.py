@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 
 from falassets import campaigns, decisions, settings
+from falassets.assets.finals import final_renders
 from falassets.assets.fingerprints import (
     DRAFT_QUALITY,
     FINAL_QUALITY,
@@ -265,10 +266,12 @@ class WinnersCursor:
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     description=(
         "New review decisions refresh `review_selections`; newly picked winners without a "
-        "final render for their current input are rendered by the final pass (mode rerun)."
+        "final render for their current input are rendered by the final pass, in the mode "
+        "FALASSETS_AUTO_FINAL_MODE names (rerun, the default, or refine)."
     ),
 )
 def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    mode = settings.auto_final_mode()  # a bad value fails the tick with the fix, before anything
     cursor = WinnersCursor.load(context.cursor)
     journal = decisions_fingerprint()
     if journal == cursor.journal:
@@ -310,7 +313,12 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
     ordered += [key for key in new_winners if key not in ordered]
     for keys in contiguous_ranges(ordered, needed):
         run_requests.append(
-            range_run_request(keys, job_name=final_pass.name, run_key=f"finals:{journal}:{keys[0]}")
+            range_run_request(
+                keys,
+                job_name=final_pass.name,
+                run_key=f"finals:{journal}:{keys[0]}",
+                run_config={"ops": {final_renders.op.name: {"config": {"mode": mode}}}},
+            )
         )
     return dg.SensorResult(
         run_requests=run_requests,

@@ -52,6 +52,22 @@ def dagster_home() -> Path:
     return Path(env).expanduser().resolve() if env else data_dir() / "dagster_home"
 
 
+AUTO_FINAL_MODES = ("rerun", "refine")
+
+
+def auto_final_mode() -> str:
+    """How the winners sensor renders newly picked winners (``FALASSETS_AUTO_FINAL_MODE``):
+    ``rerun`` (default, the prompt again at high) or ``refine`` (the picked draft edited at
+    high, keeping its composition). Raises ValueError naming the fix for anything else."""
+    mode = os.environ.get("FALASSETS_AUTO_FINAL_MODE", "").strip().lower() or "rerun"
+    if mode not in AUTO_FINAL_MODES:
+        raise ValueError(
+            f"FALASSETS_AUTO_FINAL_MODE={mode!r} is not a final mode. Fix: set it to rerun or "
+            "refine, or unset it (rerun), and restart `falassets dev`."
+        )
+    return mode
+
+
 def fal_key() -> str | None:
     """The fal key, or None when we run on the emulator. Never log the return value."""
     key = os.environ.get("FAL_KEY", "").strip()

@@ -12,6 +12,7 @@ from falassets.assets.finals import final_renders
 from falassets.assets.review import review_selections
 from falassets.fal.jobs import EDIT, TEXT_TO_IMAGE
 from falassets.fal.pricing import price_usd
+from falassets.fal.resource import FalRenderer
 from falassets.lineage import queries
 from falassets.sensors import winners_sensor
 from falassets_tests.test_pipeline_sensors import Ticker, covered
@@ -128,3 +129,42 @@ def test_refine_sends_the_chosen_draft_to_the_edit_endpoint(sim, drafted) -> Non
     metadata = materialization_metadata(instance, final_renders, "spring-p3")
     assert metadata["mode"] == "refine"
     assert metadata["draft_request_id"] == draft["request_id"]
+
+
+def test_winners_sensor_refines_when_the_deployment_asks_for_it(
+    sim, drafted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = drafted
+    monkeypatch.setenv("FALASSETS_AUTO_FINAL_MODE", "refine")
+    decisions.record_decisions("spring", ["p2"], "pick")
+    draft = queries.latest_requests("spring", "draft")[("spring-p2", "draft")]
+    accepted = len(sim.ledger()["requests"])
+
+    [request] = [r for r in Ticker(winners_sensor, instance).tick() if r.job_name == "final_pass"]
+    result = dg.materialize(
+        [final_renders],
+        instance=instance,
+        resources={"fal": FalRenderer()},
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+    )
+
+    assert result.success
+    [sent] = sim.ledger()["requests"][accepted:]
+    assert sent["endpoint"] == EDIT
+    assert sent["input"]["image_urls"] == [draft["output_url"]]
+    assert materialization_metadata(instance, final_renders, "spring-p2")["mode"] == "refine"
+
+
+def test_a_bad_auto_final_mode_fails_the_tick_with_the_fix_and_registers_nothing(
+    drafted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = drafted
+    monkeypatch.setenv("FALASSETS_AUTO_FINAL_MODE", "refined")
+    decisions.record_decisions("spring", ["p2"], "pick")
+
+    with pytest.raises(
+        ValueError, match=r"FALASSETS_AUTO_FINAL_MODE='refined'.*Fix: .*rerun or refine"
+    ):
+        Ticker(winners_sensor, instance).tick()
+    assert instance.get_dynamic_partitions("winner") == []
