@@ -56,7 +56,6 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
-        self._dagster_home = dagster_home
         super().__init__(base_dir=event_log_directory(dagster_home), inst_data=inst_data)
 
     @classmethod
@@ -84,13 +83,15 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 with db_result(conn, statement) as result:
                     event_ids.append(result.inserted_primary_key[0])
             self._store_asset_event_tags(conn, events, event_ids)
-            # The asset-key row keeps the latest event of each asset: writing the last one is
-            # what writing each in turn would leave behind (dagster-postgres does the same).
-            latest: dict[str, tuple[EventLogEntry, int]] = {}
-            for event, event_id in zip(events, event_ids, strict=True):
-                latest[event.get_dagster_event().asset_key.to_string()] = (event, event_id)
-            for event, event_id in latest.values():
-                self._store_asset_event(conn, event, event_id)
+            # Each event type sets its own columns of the asset's row, so writing the last
+            # event of each (asset, type), in batch order, leaves what writing every event in
+            # turn would (dagster-postgres keeps only the last event, too).
+            latest: dict[tuple[str, DagsterEventType], int] = {}
+            for index, event in enumerate(events):
+                dagster_event = event.get_dagster_event()
+                latest[(dagster_event.asset_key.to_string(), dagster_event.event_type)] = index
+            for index in sorted(latest.values()):
+                self._store_asset_event(conn, events[index], event_ids[index])
 
 
 def _batchable(events: Sequence[EventLogEntry]) -> bool:

@@ -33,6 +33,17 @@ def renders(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterializati
     raise dg.Failure(description=f"{len(FAILING)} renders failed")
 
 
+@dg.asset(
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,
+)
+def refused(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
+    """A pass where nothing renders: only the planned events speak for the run."""
+    raise dg.Failure(description=f"{len(context.partition_keys)} renders failed")
+    yield  # a generator, like the draft pass
+
+
 @pytest.fixture
 def home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """DAGSTER_HOME under the test's data dir; env changes are undone after the test."""
@@ -129,3 +140,22 @@ def test_the_batch_size_is_set_for_child_processes_unless_the_user_chose_one(
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
     launch.prepare_dagster_home()
     assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
+
+
+def test_a_run_where_nothing_rendered_still_marks_every_partition_failed(home: Path) -> None:
+    launch.prepare_dagster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(PARTITIONS.name, KEYS)
+        result = dg.materialize(
+            [refused],
+            instance=instance,
+            tags={launch.RANGE_START_TAG: KEYS[0], launch.RANGE_END_TAG: KEYS[-1]},
+            raise_on_error=False,
+        )
+        states = instance.get_status_by_partition(refused.key, KEYS, PARTITIONS)
+        [record] = instance.get_asset_records([refused.key])
+
+    assert not result.success
+    assert {state.value for state in states.values()} == {"FAILED"}
+    # The asset's row was written from the batch: the UI lists the asset with this run.
+    assert record.asset_entry.last_run_id == result.run_id
