@@ -8,8 +8,7 @@ waited ~17 s before the first render. Here the batch is two transactions (run sh
 shard), storing exactly the rows the one-by-one path stores, so partition status (and the
 UI's "failed and missing" filter) is unchanged. Anything else falls back to Dagster's path.
 
-``launch.prepare_dagster_home`` configures it in the ``dagster.yaml`` it writes and sets
-``DAGSTER_EVENT_BATCH_SIZE`` for the processes falassets starts.
+``launch.prepare_dagster_home`` configures it in the ``dagster.yaml`` it writes.
 """
 
 from __future__ import annotations
@@ -36,6 +35,11 @@ BATCHED_EVENT_TYPES = frozenset(
 )
 
 
+# How many buffered events Dagster hands the storage at once: bounds one write transaction
+# (other writers wait on SQLite's lock meanwhile) while 1,000 planned events become one write.
+EVENT_BATCH_SIZE = "1000"
+
+
 def event_log_directory(dagster_home: str) -> str:
     """Where Dagster's default SQLite storage keeps run event logs, so switching a home to this
     class keeps every run already recorded there."""
@@ -56,6 +60,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
+        # Dagster buffers batchable events only when this is set, and reads it per event in
+        # whichever process holds the instance (CLI, webserver, daemon, run worker): every one
+        # of them builds this storage first, so the home's dagster.yaml alone turns it on.
+        # A value the user chose (0 disables batching) is kept.
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir=event_log_directory(dagster_home), inst_data=inst_data)
 
     @classmethod

@@ -72,10 +72,6 @@ event_log_storage:
       env: DAGSTER_HOME
 """
 
-# How many buffered events Dagster hands the storage at once: bounds one write transaction
-# (other writers wait on SQLite's lock meanwhile) while 1,000 planned events become one write.
-EVENT_BATCH_SIZE = "1000"
-
 # What earlier versions wrote: a home that still has exactly this gets the current file.
 _OLD_DAGSTER_YAML = """\
 # Written by falassets when it created this DAGSTER_HOME. Edit freely.
@@ -85,13 +81,9 @@ telemetry:
 
 
 def prepare_dagster_home() -> Path:
-    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home.
-
-    Also sets ``DAGSTER_EVENT_BATCH_SIZE`` (unless the user did) for this process and the ones
-    it starts, so Dagster hands batched events to the storage as batches."""
+    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home."""
     home = settings.dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or config.read_text() == _OLD_DAGSTER_YAML:

@@ -3,6 +3,7 @@ Dagster's own stores (so partition states, and "backfill failed and missing", ar
 in far fewer transactions, and that takes over an existing home without losing its runs."""
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy
 
 from falassets import launch
-from falassets.dagster_event_log import BatchedSqliteEventLogStorage
+from falassets.dagster_event_log import EVENT_BATCH_SIZE, BatchedSqliteEventLogStorage
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="event_log_prompts")
 KEYS = [f"p{i:03d}" for i in range(60)]
@@ -130,16 +131,15 @@ def test_a_dagster_yaml_the_user_edited_is_left_alone(home: Path) -> None:
     assert (home / "dagster.yaml").read_text() == edited
 
 
-def test_the_batch_size_is_set_for_child_processes_unless_the_user_chose_one(
+def test_any_process_opening_the_home_batches_unless_the_user_chose_a_batch_size(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     launch.prepare_dagster_home()
-    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == launch.EVENT_BATCH_SIZE
+    with dg.DagsterInstance.from_config(str(home)):
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == EVENT_BATCH_SIZE
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
-    launch.prepare_dagster_home()
-    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
+    with dg.DagsterInstance.from_config(str(home)):
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
 
 
 def test_a_run_where_nothing_rendered_still_marks_every_partition_failed(home: Path) -> None:
