@@ -47,17 +47,8 @@ def event_log_directory(dagster_home: str) -> str:
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
-    """``SqliteEventLogStorage`` whose ``store_event_batch`` really batches.
-
-    Configured in ``dagster.yaml`` as::
-
-        event_log_storage:
-          module: falassets.dagster_event_log
-          class: BatchedSqliteEventLogStorage
-          config:
-            dagster_home:
-              env: DAGSTER_HOME
-    """
+    """``SqliteEventLogStorage`` whose ``store_event_batch`` really batches. Its one config
+    field, ``dagster_home``, is the home (see the ``dagster.yaml`` in ``launch.py``)."""
 
     def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
         # Dagster buffers batchable events only when this is set, and reads it per event in
