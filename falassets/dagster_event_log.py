@@ -3,8 +3,8 @@
 Why: a single-run backfill over N prompts makes Dagster store N "materialization planned"
 events before the step starts. Dagster hands them to the storage as one batch (when
 ``DAGSTER_EVENT_BATCH_SIZE`` is set), but its SQLite storage writes them one by one: two
-committed transactions and a fresh SQLAlchemy engine per event, ~17 ms each, so 1,000 prompts
-waited ~17 s before the first render. Here the batch is two transactions (run shard, index
+committed transactions and a fresh SQLAlchemy engine per event, ~16 ms each, so 1,000 prompts
+waited ~16 s before the first render. Here the batch is two transactions (run shard, index
 shard), storing exactly the rows the one-by-one path stores, so partition status (and the
 UI's "failed and missing" filter) is unchanged. Anything else falls back to Dagster's path.
 

@@ -87,7 +87,7 @@ def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple
 
 
 def test_a_range_run_stores_the_same_events_and_states_in_far_fewer_transactions(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path
 ) -> None:
     baseline_home = tmp_path / "baseline_home"
     baseline_home.mkdir()
