@@ -64,3 +64,18 @@ async def test_history_needs_an_endpoint_id(sim) -> None:
     async with client() as http:
         response = await http.get(HISTORY)
     assert response.status_code == 422 and "endpoint_id" in response.json()["detail"]
+
+
+async def test_paused_history_misses_new_requests_until_it_catches_up(sim) -> None:
+    async with client() as http:
+        before = (await submit(http, request_input("before the lag")))["request_id"]
+        sim.configure(history_paused=True)
+        during = (await submit(http, request_input("during the lag")))["request_id"]
+        lagging = (await http.get(HISTORY, params={"endpoint_id": T2I})).json()
+        by_id = (await http.get(HISTORY, params={"endpoint_id": T2I, "request_id": during})).json()
+        sim.configure(history_paused=False)
+        caught_up = (await http.get(HISTORY, params={"endpoint_id": T2I})).json()
+    assert [i["request_id"] for i in lagging["items"]] == [before]
+    assert by_id["items"] == []
+    assert [i["request_id"] for i in caught_up["items"]] == [during, before]
+    assert sim.ledger()["totals"]["accepted"] == 2  # it was accepted all along

@@ -485,6 +485,7 @@ class SimApp:
             and (wanted_id is None or sim.request_id == wanted_id)
             and (start is None or sim.submitted_at >= start)
             and (end is None or sim.submitted_at <= end)
+            and not (sim.behind_history and self.scheduler.config.history_paused)
         ]
         page = matches[offset : offset + limit]
         items = [self._history_item(request, sim, "payloads" in expand) for sim in page]

@@ -47,6 +47,10 @@ class SimConfig:
     policy_word: str = "forbidden"
     #: How many polls of a SIM_503 request answer 503 before it is let through.
     ingress_burst: int = 3
+    #: fal's request history lagging behind submits: while True, requests submitted meanwhile
+    #: are missing from the history; set it back to False and history has caught up. A switch,
+    #: not a delay, so "the look-up came before fal's history had it" is deterministic.
+    history_paused: bool = False
     #: Seconds (times time_scale) a result stays readable after completion; fal keeps ~1 h.
     result_ttl: float = 3600.0
     #: Seconds sent as Retry-After on 429s (fal sends none; None = omit the header).
@@ -105,12 +109,17 @@ class SimConfig:
 INT_KNOBS = ("concurrency", "seed", "ingress_burst")
 STR_KNOBS = ("mode", "policy_word")
 OPTIONAL_KNOBS = ("retry_after", "valid_key")
+BOOL_KNOBS = ("history_paused",)
 
 
 def _coerce(name: str, value: Any) -> Any:
     """JSON value -> knob type, with an error naming the knob."""
     if name in OPTIONAL_KNOBS and value is None:
         return None
+    if name in BOOL_KNOBS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r}")
+        return value
     if name in STR_KNOBS or name == "valid_key":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be a string, not {value!r}")
@@ -163,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy-rate", type=float, default=0.0, help="content_policy_violation")
     add("--policy-word", default=defaults.policy_word, help="prompt word that is refused")
     add("--ingress-burst", type=int, default=defaults.ingress_burst, help="503s per SIM_503")
+    add("--history-paused", action="store_true", help="history lists no new request yet")
     add("--result-ttl", type=float, default=defaults.result_ttl, help="s (scaled) results live")
     add("--retry-after", type=float, default=None, help="Retry-After seconds on 429s")
     add("--valid-key", default=None, help="accept only this key (others: 401)")

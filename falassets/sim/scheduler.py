@@ -71,6 +71,7 @@ class SimRequest:
     start_deadline: float | None = None
     submit_lost: bool = False
     polls: int = 0
+    behind_history: bool = False  # submitted while history was paused (config.history_paused)
     waiters: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -193,6 +194,7 @@ class Scheduler:
             gateway_request_id=str(uuid.uuid4()),
             start_deadline=now + start_timeout if start_timeout else None,
             submit_lost=plan.lose_submit,
+            behind_history=self.config.history_paused,
         )
         request.duration = self.latency(payload, request.draw_key)
         if plan.policy:
