@@ -43,17 +43,34 @@ def _post(sim, payload: dict) -> str:
     return response.json()["request_id"]
 
 
+async def _catch_up_history_once_all_are_accepted(sim, accepted: int) -> None:
+    """fal's history catching up: after the engine's look-ups missed (every submit is in),
+    before the batch ends (the renders still take ~1 s)."""
+    await asyncio.to_thread(
+        wait_for,
+        lambda: sim.ledger()["totals"]["accepted"] >= accepted,
+        timeout=60,
+        what=f"{accepted} accepted requests",
+    )
+    await asyncio.to_thread(sim.configure, history_paused=False)
+
+
 @pytest.mark.parametrize("mode", ["queue", "reject"])
 async def test_lagging_history_orphans_are_reconciled_at_the_end_of_the_batch(
     mode: str, sim, data_dir: Path
 ) -> None:
-    sim.configure(mode=mode, concurrency=10 if mode == "queue" else 3)
+    # Renders of ~1 s (session time scale 0.01) leave fal's history time to catch up between
+    # the last submit and the end of the batch, where the engine reconciles.
+    sim.configure(mode=mode, concurrency=10 if mode == "queue" else 3, latency_low=150.0)
     jobs = make_jobs(10, tag="lag")
     jobs[:3] = [_with_word(j, "SIM_LOSE_SUBMIT_ONCE") for j in jobs[:3]]
-    # history_lookups=0 stands in for fal's history lagging behind the lost submit: the engine
-    # records submit_lost and submits again, and the first request runs (and bills) unseen
-    renderer = FalRenderer(concurrency=4)
-    outcomes = await render_all(jobs, renderer, history_lookups=0)
+    # fal's history lags: the engine's look-ups after each lost submit find nothing, so it
+    # records submit_lost and submits again, and the first request runs (and bills) unseen.
+    sim.configure(history_paused=True)
+    outcomes, _ = await asyncio.gather(
+        render_all(jobs, FalRenderer(concurrency=4)),
+        _catch_up_history_once_all_are_accepted(sim, 13),
+    )
     assert all(o.ok for o in outcomes)
 
     ledger = sim.ledger()
@@ -73,6 +90,39 @@ async def test_lagging_history_orphans_are_reconciled_at_the_end_of_the_batch(
     again = await render_all(jobs, FalRenderer(concurrency=4))
     assert all(o.reused for o in again)
     assert sim.ledger()["totals"]["accepted"] == 13  # nothing submitted again
+
+
+async def test_history_lagging_past_the_batch_leaves_orphans_for_reconcile(
+    sim, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = make_jobs(6, tag="late")
+    jobs[:2] = [_with_word(j, "SIM_LOSE_SUBMIT_ONCE") for j in jobs[:2]]
+    sim.configure(history_paused=True)  # still behind when the batch reconciles at its end
+
+    outcomes = await render_all(jobs, FalRenderer(concurrency=4))
+
+    assert all(o.ok for o in outcomes)
+    lost = {r["request_id"] for r in sim.ledger()["requests"] if r.get("submit_lost")}
+    assert len(lost) == 2 and not lost & set(lineage_rows())  # fal has them, we do not yet
+    sim.configure(history_paused=False)  # fal's history catches up
+
+    code, out, err = await asyncio.to_thread(run_cli, capsys, "reconcile")
+
+    assert code == 0, err
+    assert "2 orphan request(s)" in out
+    fig = record(
+        figures(
+            "lost_submit_history_lag_past_batch",
+            "queue",
+            sim.ledger(),
+            {o.job.prompt_id: o.status for o in outcomes},
+        )
+    )
+    assert fig.accepted == 8 and fig.lost_ids == 0 and fig.double_billed == 2
+    assert {r["request_id"] for r in lineage_rows().values() if r["error_type"] == "orphan"} == lost
+    again = await render_all(jobs, FalRenderer(concurrency=4))
+    assert all(o.reused for o in again)
+    assert sim.ledger()["totals"]["accepted"] == 8  # nothing submitted again
 
 
 async def test_reconcile_command_records_reuses_and_follows_orphans(
