@@ -93,13 +93,16 @@ def configure_fal_environment() -> None:
     """Point fal_client at the built-in emulator when there is no key.
 
     fal_client reads ``FAL_QUEUE_RUN_HOST`` once, at import, so this runs when ``falassets``
-    is imported, before anything imports fal_client. It only fills in variables that are
-    unset; an explicit ``FAL_QUEUE_RUN_HOST`` (a test emulator, a proxy) always wins.
+    is imported, before anything imports fal_client. An explicit ``FAL_QUEUE_RUN_HOST`` (a
+    test emulator, a proxy) always wins, with the caller's ``SSL_CERT_FILE``. When falassets
+    picks the built-in emulator it picks the trust too: a machine-wide ``SSL_CERT_FILE`` (the
+    system bundle, set on many machines) cannot know the emulator's own CA, and every render
+    would fail certificate verification.
     """
     if fal_key() is not None or os.environ.get("FAL_QUEUE_RUN_HOST"):
         return
     os.environ["FAL_QUEUE_RUN_HOST"] = default_sim_address()
-    os.environ.setdefault("SSL_CERT_FILE", str(sim_cert_file()))
+    os.environ["SSL_CERT_FILE"] = str(sim_cert_file())
     no_proxy = os.environ.get("NO_PROXY", "")
     if "127.0.0.1" not in no_proxy:
         os.environ["NO_PROXY"] = ",".join(p for p in (no_proxy, "127.0.0.1,localhost") if p)

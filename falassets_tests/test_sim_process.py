@@ -170,3 +170,41 @@ def test_builtin_emulator_starts_once_when_processes_race(
         assert int((data_dir / ".state" / "sim" / "emulator.pid").read_text()) == pid
     finally:
         assert stop_builtin_emulator() is True
+
+
+@pytest.mark.slow
+def test_run_without_a_key_renders_on_the_builtin_emulator_whatever_ssl_cert_file_says(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer's machine often exports SSL_CERT_FILE (the system bundle), which cannot know
+    the emulator's CA: `falassets run` must still trust the emulator it starts itself."""
+    import certifi
+
+    monkeypatch.setenv("FALASSETS_SIM_PORT", str(_free_port()))
+    campaign = data_dir / "campaigns" / "newcomer.csv"
+    campaign.parent.mkdir(parents=True)
+    campaign.write_text("id,prompt\nfirst,a lighthouse at dusk\nsecond,a red bicycle\n")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"FAL_KEY", "FAL_QUEUE_RUN_HOST", "NO_PROXY", "DAGSTER_HOME"}
+    }
+    env.update(
+        SSL_CERT_FILE=certifi.where(),
+        FALASSETS_DATA_DIR=str(data_dir),
+        FALASSETS_SIM_PORT=os.environ["FALASSETS_SIM_PORT"],
+        FALASSETS_SIM_ARGS="--time-scale 0.01",
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "falassets.cli", "run", str(campaign), "--plain"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        stop_builtin_emulator()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 succeeded, 0 failed" in done.stdout
+    assert "CERTIFICATE_VERIFY_FAILED" not in done.stdout + done.stderr
