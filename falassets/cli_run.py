@@ -311,8 +311,13 @@ def _run(args: argparse.Namespace, outcome: dict) -> int:
         f"{settings.dagster_home()}; see them with `falassets dev`)"
     )
     if result.auth_error:
+        from falassets.fal.retry import UNTRUSTED_HOST
+
+        untrusted = [error for error in result.run_errors if UNTRUSTED_HOST in error]
         print(
-            "fal refused the key. Fix: set FAL_KEY to a valid key from "
+            untrusted[0].split(": ", 1)[1]
+            if untrusted
+            else "fal refused the key. Fix: set FAL_KEY to a valid key from "
             "https://fal.ai/dashboard/keys, or unset it to use the emulator",
             file=sys.stderr,
         )

@@ -52,7 +52,8 @@ class PassResult:
     run_ids: list[str] = field(default_factory=list)  # every run of the pass, in order
     run_errors: list[str] = field(default_factory=list)  # why runs failed, one line each
     failures: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (type, message)
-    auth_error: bool = False  # fal refused the key: a configuration problem, not a render one
+    # fal refused the key or its host is not trusted: a configuration problem, not a render one
+    auth_error: bool = False
 
 
 # -- Dagster home and instance ---------------------------------------------------------------
@@ -229,6 +230,8 @@ def _run_error(instance: Any, run_id: str) -> tuple[str | None, bool, str]:
     the whole description (the pipeline lists failed partitions there)."""
     from dagster import DagsterEventType
 
+    from falassets.fal.retry import UNTRUSTED_HOST
+
     records = instance.get_records_for_run(
         run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
     ).records
@@ -248,7 +251,9 @@ def _run_error(instance: Any, run_id: str) -> tuple[str | None, bool, str]:
             or ""
         )
         first = message.strip().splitlines()[0] if message.strip() else "the run failed"
-        is_auth = "FalAuthError" in names or "refused the key" in message
+        is_auth = (
+            "FalAuthError" in names or "refused the key" in message or UNTRUSTED_HOST in message
+        )
         return first, is_auth, message
     return None, False, ""
 

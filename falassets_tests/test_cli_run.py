@@ -110,6 +110,23 @@ def test_failed_renders_exit_1_and_are_listed_with_their_error_type(
     assert {r["input"]["prompt"] for r in retried} == {prompts["refused"], prompts["broken"]}
 
 
+def test_an_untrusted_fal_host_stops_the_pass_with_exit_2_and_the_fix(
+    sim, data_dir, home, capsys, monkeypatch
+) -> None:
+    import certifi
+
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # a bundle without the emulator's CA
+    source = write_csv(data_dir / "incoming" / "spring.csv", PROMPTS)
+
+    code, out, err = run_cli(capsys, "run", str(source), "--plain")
+
+    assert code == 2, (out, err)
+    assert "certificate is not trusted" in err and "Fix: point SSL_CERT_FILE" in err
+    assert "0 succeeded" in out
+    assert sim.ledger()["totals"]["accepted"] == 0
+    assert set(partition_statuses("draft_renders", keys()).values()) == {"FAILED"}
+
+
 def test_pick_then_final_pass_renders_exactly_the_winners_and_lineage_shows_it(
     sim, data_dir, home, capsys
 ) -> None:

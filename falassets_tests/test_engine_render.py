@@ -134,6 +134,20 @@ async def test_wrong_key_stops_the_batch_and_never_shows_the_key(
             assert secret.encode() not in path.read_bytes(), path
 
 
+async def test_an_untrusted_host_certificate_stops_the_batch_with_the_fix(
+    sim, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # a bundle without the emulator's CA
+    with pytest.raises(FalAuthError) as caught:
+        await render_all(make_jobs(40), FalRenderer(concurrency=4))
+    assert caught.value.untrusted_host
+    assert "SSL_CERT_FILE" in str(caught.value)  # the fix, not 40 failed renders
+    assert sim.ledger()["totals"]["accepted"] == 0
+    assert lineage_rows() == {}
+
+
 async def test_concurrency_cap_is_held_at_the_server(sim, data_dir: Path) -> None:
     sim.configure(time_scale=0.1)  # 150 ms renders: long enough that requests overlap
     outcomes = await render_all(make_jobs(24), FalRenderer(concurrency=3))

@@ -124,11 +124,16 @@ async def render_partitions(
 
 
 def _auth_failure(exc: FalAuthError, rendered: int) -> dg.Failure:
+    if exc.untrusted_host:  # its message names the fix
+        reason = f"{exc}."
+    else:
+        reason = (
+            f"fal refused the key: {exc}. Fix: set FAL_KEY to a valid key from "
+            f"fal.ai/dashboard/keys, or unset it to use the emulator."
+        )
     return dg.Failure(
         description=(
-            f"fal refused the key: {exc}. Fix: set FAL_KEY to a valid key from "
-            f"fal.ai/dashboard/keys, or unset it to use the emulator. "
-            f"{rendered} partition(s) rendered before the refusal stay materialized."
+            f"{reason} {rendered} partition(s) rendered before the stop stay materialized."
         ),
         allow_retries=False,
     )

@@ -33,12 +33,28 @@ from falassets.fal.model import resolve_size
 from falassets.fal.pricing import PRICE_TABLE, price_per_image, price_usd
 from falassets.fal.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
 from falassets.fal.records import PriorWork, RequestJournal, new_row, resumed_row
-from falassets.fal.retry import Action, Failure, backoff_delay, classify_exception
+from falassets.fal.retry import (
+    TLS_UNTRUSTED,
+    Action,
+    Failure,
+    backoff_delay,
+    classify_exception,
+)
 from falassets.lineage.journal import utc_now
 
 
 class FalAuthError(RuntimeError):
-    """fal refused the key (401/403). Stops the whole batch; the message never holds the key."""
+    """fal cannot be used as configured: it refused the key (401/403), or its host's TLS
+    certificate is not trusted here. Stops the whole batch; the message names the fix and
+    never holds the key."""
+
+    def __init__(self, message: str, error_type: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+    @property
+    def untrusted_host(self) -> bool:
+        return self.error_type == TLS_UNTRUSTED
 
 
 class EventLog(Protocol):
@@ -484,7 +500,7 @@ class RenderEngine:
                     )
                     return failure
                 if failure.action is Action.AUTH:
-                    raise FalAuthError(failure.message) from None
+                    raise FalAuthError(failure.message, failure.error_type) from None
                 if failure.action is Action.REFUSED:
                     # fal refused it at the door: record it so the failure is in lineage.
                     header_id = None
@@ -526,7 +542,7 @@ class RenderEngine:
             except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
                 failure = self._classify(error)
                 if failure.action is Action.AUTH:
-                    raise FalAuthError(failure.message) from None
+                    raise FalAuthError(failure.message, failure.error_type) from None
                 found = None
             if found is not None:
                 self._prior.known_request_ids.add(found.request_id)
@@ -587,7 +603,7 @@ class RenderEngine:
         except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
             failure = self._classify(error)
             if failure.action is Action.AUTH:
-                raise FalAuthError(failure.message) from None
+                raise FalAuthError(failure.message, failure.error_type) from None
             if failure.http_status in (404, 410):  # fal no longer knows the request
                 failure = Failure(
                     Action.EXPIRED, "request_unknown", failure.message, failure.http_status
@@ -600,7 +616,7 @@ class RenderEngine:
         except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
             failure = self._classify(error)
             if failure.action is Action.AUTH:
-                raise FalAuthError(failure.message) from None
+                raise FalAuthError(failure.message, failure.error_type) from None
             return f"failed ({failure.error_type})"
 
     async def _fetch(
@@ -612,7 +628,7 @@ class RenderEngine:
         except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
             failure = self._classify(error)
             if failure.action is Action.AUTH:
-                raise FalAuthError(failure.message) from None
+                raise FalAuthError(failure.message, failure.error_type) from None
             billed = 0.0
             if isinstance(error, FalClientHTTPError):
                 headers = {k.lower(): v for k, v in error.response_headers.items()}

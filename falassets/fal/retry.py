@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class Action(enum.Enum):
     RETRY = "retry"  # transient: try again with jittered exponential backoff, within a budget
     RATE_LIMITED = "rate_limited"  # 429: back off (Retry-After), lower the in-flight target
     REFUSED = "refused"  # the input will never work (422, content policy): record, never retry
-    AUTH = "auth"  # the key is wrong: stop the whole batch
+    AUTH = "auth"  # fal cannot be used as configured (key refused, host not trusted): stop all
     EXPIRED = "expired"  # the result is gone: resubmit once
 
 
@@ -53,6 +54,10 @@ _REFUSAL_TYPES = {
     "no_media_generated",
 }
 _AUTH_STATUSES = {401, 403}
+#: error_type of a connection refused by our own TLS check: no submit can ever get through.
+TLS_UNTRUSTED = "tls_untrusted"
+#: How that failure's message begins (the CLI and the run summary look for it).
+UNTRUSTED_HOST = "fal's host certificate is not trusted"
 _TRANSIENT_STATUSES = {408, 409, 425, 500, 502, 503, 504, 520, 521, 522, 524}
 MAX_MESSAGE_CHARS = 500
 
@@ -167,11 +172,31 @@ def classify_exception(error: BaseException) -> Failure:
         except ValueError:
             body = None
         return classify_response(response.status_code, dict(response.headers), body, response.text)
+    if isinstance(error, httpx.ConnectError) and _certificate_rejected(error):
+        return Failure(
+            Action.AUTH,
+            TLS_UNTRUSTED,
+            _clip(
+                f"{UNTRUSTED_HOST} ({error}). Fix: point SSL_CERT_FILE at a CA bundle that "
+                "trusts it, or unset SSL_CERT_FILE to use the system's"
+            ),
+        )
     if isinstance(error, httpx.TimeoutException | TimeoutError):
         return Failure(Action.RETRY, "transport_timeout", _clip(f"timed out: {error!r}"))
     if isinstance(error, httpx.TransportError | OSError):
         return Failure(Action.RETRY, "transport", _clip(f"{type(error).__name__}: {error}"))
     raise TypeError(f"not a fal call failure: {error!r}")
+
+
+def _certificate_rejected(error: BaseException) -> bool:
+    """Whether a connection failed our verification of the server's certificate: retrying
+    cannot help, only a trust setting can."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 def _clip(message: str) -> str:
