@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from falassets_tests.test_cli_support import run_cli, use_dagster_home, write_csv
+from falassets_tests.test_sim_support import free_port
 
 RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId jobName status } } } }"
 
@@ -22,12 +22,6 @@ RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId jobName status } } }
 @pytest.fixture
 def home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return use_dagster_home(data_dir, monkeypatch)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition, *, timeout_s: float, what: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from falassets.assets.drafts import draft_renders
 from falassets.launch import prepare_dagster_home
 from falassets_tests.test_pipeline_support import load_campaign, render, statuses, write_campaign
+from falassets_tests.test_sim_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = {
@@ -67,12 +67,6 @@ query Backfill($id: String!) {
     ... on PartitionBackfill { status }
   }
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline_s: float, log: Path) -> Any:

@@ -19,6 +19,7 @@ import pytest
 
 from falassets import settings
 from falassets.sim.control import SimProcess, ensure_builtin_emulator, stop_builtin_emulator
+from falassets_tests.test_sim_support import free_port
 
 
 def _sim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -133,16 +134,10 @@ def test_ledger_file_records_each_request_accepted_and_completed(tmp_path: Path)
     assert lines[1]["billed"] is True and lines[1]["cost_usd"] == 0.01
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_builtin_emulator_starts_once_when_processes_race(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FALASSETS_SIM_PORT", str(_free_port()))
+    monkeypatch.setenv("FALASSETS_SIM_PORT", str(free_port()))
     monkeypatch.setenv("FALASSETS_SIM_ARGS", "--time-scale 0.01")
     errors: list[BaseException] = []
 
@@ -180,7 +175,7 @@ def test_run_without_a_key_renders_on_the_builtin_emulator_whatever_ssl_cert_fil
     the emulator's CA: `falassets run` must still trust the emulator it starts itself."""
     import certifi
 
-    monkeypatch.setenv("FALASSETS_SIM_PORT", str(_free_port()))
+    monkeypatch.setenv("FALASSETS_SIM_PORT", str(free_port()))
     campaign = data_dir / "campaigns" / "newcomer.csv"
     campaign.parent.mkdir(parents=True)
     campaign.write_text("id,prompt\nfirst,a lighthouse at dusk\nsecond,a red bicycle\n")

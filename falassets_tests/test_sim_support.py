@@ -1,11 +1,12 @@
 """Helpers shared by the emulator tests (no tests here): raw HTTPS calls to the session
-emulator, SSE reading, image decoding."""
+emulator, SSE reading, image decoding, a free loopback port."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import socket
 from typing import Any
 
 import httpx
@@ -14,6 +15,13 @@ from PIL import Image
 KEY = "test-key"
 T2I = "openai/gpt-image-2"
 EDIT = "openai/gpt-image-2/edit"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for an emulator or dagster dev)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def base_url() -> str:
