@@ -105,48 +105,54 @@ the same database in the DuckDB shell (pip install duckdb-cli), safe while runs 
 """
 
 
+SUMMARY_SQL = "SELECT * FROM cost_by_campaign"
+
+
 def command_lineage(args: argparse.Namespace) -> int:
+    """Every answer, the default summary included, comes from the catalog's DuckDB views, so
+    `falassets lineage` and a user's `duckdb -readonly` shell never disagree."""
     from falassets.cli_table import format_table
 
-    if args.sql is None:
-        from falassets.lineage import queries
+    columns, rows = _lineage_query(SUMMARY_SQL if args.sql is None else args.sql)
+    db = settings.lineage_db_path()
+    if args.sql is not None:
+        print(format_table(columns, rows))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    elif not rows:
+        print(
+            f"No requests recorded yet (journals in {settings.journal_dir()}). "
+            "Try `falassets demo` or `falassets run FILE`."
+        )
+    else:
+        print(format_table(columns, rows))
+        print(f'\nMore: falassets lineage "SQL"  or  duckdb -readonly {db}')
+    return 0
 
-        rows = queries.summary()
-        if not rows:
-            print(
-                f"No requests recorded yet (journals in {settings.journal_dir()}). "
-                "Try `falassets demo` or `falassets run FILE`."
-            )
-            return 0
-        columns = [
-            "campaign",
-            "pass",
-            "requests",
-            "completed",
-            "failed",
-            "pending",
-            "cancelled",
-            "cost_usd",
-            "simulated",
-        ]
-        print(format_table(columns, [[row.get(name) for name in columns] for row in rows]))
-        print(f'\nMore: falassets lineage "SQL"  or  duckdb -readonly {settings.lineage_db_path()}')
-        return 0
+
+def _lineage_query(sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL in the catalog's sandbox; DuckDB's refusals and errors become one-line
+    UserErrors (exit 2) that say which is which."""
     import duckdb
 
     from falassets.lineage import catalog
 
     try:
-        columns, rows = catalog.query(args.sql)
+        return catalog.query(sql)
+    except catalog.CatalogError as error:
+        raise UserError(str(error)) from None
     except duckdb.Error as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if catalog.is_sandbox_refusal(error):
+            raise UserError(
+                f"refused: `falassets lineage` only reads the lineage views; it cannot write "
+                f"or read files, attach databases, install or load extensions or change "
+                f"settings (DuckDB: {first}). Fix: query the views (`falassets lineage --help` "
+                f"lists them); for anything else use the DuckDB shell: duckdb -readonly "
+                f"{settings.lineage_db_path()}"
+            ) from None
         raise UserError(
-            f"SQL error: {first}. Fix: check the query; `falassets lineage --help` lists the "
-            "views (the database is read-only)"
+            f"SQL error: {first}. Fix: check the query; `falassets lineage --help` lists the views"
         ) from None
-    print(format_table(columns, rows))
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return 0
 
 
 # -- dev --------------------------------------------------------------------------------------

@@ -79,6 +79,12 @@ JOURNAL_KINDS = ("requests", "decisions")
 _LOCK_TIMEOUT_S = 60.0
 _MAX_LINE_BYTES = 128 * 1024 * 1024  # read_json's default (16 MB) could drop a huge input row
 
+#: The views that read journal files; every other view is built on these.
+_BASE_VIEWS = ("request_events", "decision_events")
+
+#: How DuckDB words a refusal by the sandbox (besides PermissionException).
+_REFUSALS = ("configuration has been locked", "read-only mode", "read_only mode")
+
 # (catalog path, definition sha) -> (inode, mtime_ns) of the file last found up to date.
 _verified: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -140,9 +146,47 @@ def connect_readonly() -> duckdb.DuckDBPyConnection:
         raise
 
 
-def query(sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one query on a short-lived read-only connection; return (column names, rows)."""
+def connect_sandboxed() -> duckdb.DuckDBPyConnection:
+    """A read-only connection whose SQL can read nothing but the lineage and write nothing.
+
+    ``read_only`` protects only the database: ``COPY ... TO`` still writes any file and
+    ``read_text`` reads any file. DuckDB's ``allowed_directories`` cannot help alone (the
+    views must read the journal folder, so ``COPY TO`` could then write a journal). So the
+    base views are copied into temporary tables of the same names, which the other views bind
+    to, and then DuckDB's own settings shut the file system and lock the configuration:
+    COPY, EXPORT, ATTACH, INSTALL/LOAD, ``read_*`` of any path and a SET undoing it are all
+    refused by DuckDB itself (:func:`is_sandbox_refusal`). No SQL is parsed here.
+    """
     con = connect_readonly()
+    try:
+        journals = str(Path(settings.journal_dir()).resolve())
+        # Both spellings: the views name the folder glob-escaped ('[[]odd]' for '[odd]').
+        allowed = sorted({journals + os.sep, _glob_escape(journals) + os.sep})
+        con.execute("SET allowed_directories = ?", [allowed])
+        con.execute("SET enable_external_access = false")  # also Python replacement scans
+        database = _ident(con.execute("SELECT current_database()").fetchone()[0])
+        for view in _BASE_VIEWS:
+            con.execute(f"CREATE TEMP TABLE {view} AS SELECT * FROM {database}.main.{view}")
+        con.execute("SET disabled_filesystems = 'LocalFileSystem'")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def is_sandbox_refusal(error: Exception) -> bool:
+    """True when DuckDB refused a statement because of the sandbox, not because of a typo."""
+    text = str(error).lower()
+    return isinstance(error, duckdb.PermissionException) or any(
+        marker in text for marker in _REFUSALS
+    )
+
+
+def query(sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run SQL on a short-lived sandboxed connection (:func:`connect_sandboxed`); return the
+    last statement's (column names, rows)."""
+    con = connect_sandboxed()
     try:
         cursor = con.execute(sql, params or [])
         if cursor.description is None:

@@ -10,6 +10,7 @@ the request it describes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -18,6 +19,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Journal folders whose lineage.duckdb this process has already made sure of.
+_catalog_ensured: set[str] = set()
+_catalog_lock = threading.Lock()
 
 
 def utc_now() -> str:
@@ -50,6 +57,8 @@ class Journal:
             default=str,
         )
         data = (line + "\n").encode("utf-8")
+        if self._fd is None:
+            ensure_catalog_once(self.directory)
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -68,6 +77,32 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ensure_catalog_once(directory: Path) -> None:
+    """Make sure ``lineage.duckdb`` exists as soon as a process records anything, so the
+    database the README tells users to open is there after the first ``falassets run``.
+
+    Once per process and folder (the first journal opened for writing); only for the data
+    dir's own journal folder (a test's private folder has no catalog). A failure is logged,
+    never raised: recording a request matters more than its query catalog, which the next
+    ``falassets lineage`` builds anyway.
+    """
+    from falassets import settings
+
+    key = str(Path(directory).resolve())
+    with _catalog_lock:
+        if key in _catalog_ensured:
+            return
+        _catalog_ensured.add(key)
+        if key != str(settings.journal_dir()):
+            return
+        try:
+            from falassets.lineage import catalog
+
+            catalog.ensure_catalog()
+        except Exception as error:  # any failure: the journal line still matters more
+            log.warning("could not create the lineage catalog: %s", error)
 
 
 def read_journal(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
