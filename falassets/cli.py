@@ -24,13 +24,18 @@ start here:
   falassets review                     pick winners in the browser
   falassets run example --pass final --mode refine
   falassets lineage                    what was requested, what it cost
-  falassets dev                        the Dagster UI on the same runs
+  falassets dev [--port 3000]          the Dagster UI on the same runs
+  falassets sim status|stop            the built-in fal emulator (FALASSETS_SIM_PORT, 47615)
 
 environment: FALASSETS_DATA_DIR (default ./data), FAL_KEY (unset: emulator), DAGSTER_HOME
 (default $FALASSETS_DATA_DIR/dagster_home). `falassets COMMAND --help` for details."""
 
 DELEGATED = {
-    "sim": ("falassets.sim.server", "the fal queue emulator (see `falassets sim --help`)"),
+    "sim": (
+        "falassets.sim.server",
+        "the fal queue emulator in the foreground; `falassets sim status|stop` for the "
+        "built-in one",
+    ),
     "review": ("falassets.review.app", "the review web page on 127.0.0.1"),
 }
 
@@ -57,15 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: `falassets sim ACTION`: the built-in emulator's life cycle (any other `sim` arguments run
+#: an emulator in the foreground, as they always have).
+SIM_ACTIONS = ("status", "stop")
+
+
 def _delegate(name: str, argv: list[str]) -> int:
     import importlib
 
+    if name == "sim" and argv[:1] and argv[0] in SIM_ACTIONS:
+        from falassets import sim_process
+
+        return sim_process.main(argv)
     module = importlib.import_module(DELEGATED[name][0])
-    return int(module.main(argv) or 0)
+    try:
+        return int(module.main(argv) or 0)
+    except SystemExit as exit_:  # its own argparse: --help, or a usage error it printed
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    from falassets import sim_process
+    from falassets.cli_warnings import quiet_dagster_notices
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_dagster_notices()
+    emulator_before = sim_process.recorded_pid()
+    try:
+        return _dispatch(argv)
+    finally:
+        notice = None if argv[:1] == ["sim"] else sim_process.leftover_notice(emulator_before)
+        if notice:
+            print(f"falassets: {notice}", file=sys.stderr)
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])
     parser = build_parser()

@@ -174,16 +174,41 @@ def _dagster_executable() -> str:
     return found
 
 
+def start_builtin_emulator() -> int | None:
+    """Make sure the built-in emulator answers; return its pid when this call started it."""
+    from falassets import sim_process
+    from falassets.sim.control import ensure_builtin_emulator
+
+    before = sim_process.recorded_pid()
+    try:
+        ensure_builtin_emulator()
+    except RuntimeError as error:
+        raise UserError(str(error).replace("\n", " ")) from None
+    after = sim_process.recorded_pid()
+    return after if after != before else None
+
+
+def _stop_started_emulator(pid: int) -> None:
+    """`falassets dev` stops the emulator it started, unless renders are still waiting on it."""
+    from falassets import sim_process
+
+    try:
+        print(f"falassets dev: {sim_process.stop_builtin()}")
+    except UserError as error:
+        print(f"falassets dev: left the fal emulator (pid {pid}) running: {error}", file=sys.stderr)
+
+
 def command_dev(args: argparse.Namespace) -> int:
+    from falassets.cli_warnings import dagster_dev_env
     from falassets.launch import prepare_dagster_home
 
+    started: int | None = None
     if settings.is_simulated():
         if settings.uses_builtin_emulator():
-            from falassets.sim.control import ensure_builtin_emulator
-
-            ensure_builtin_emulator()
+            started = start_builtin_emulator()
             print(
                 f"FAL_KEY is unset: using the built-in emulator at {settings.default_sim_address()}"
+                + (" (started now; stopped when this command ends)" if started else "")
             )
         else:
             print(f"FAL_KEY is unset: using the emulator at {os.environ['FAL_QUEUE_RUN_HOST']}")
@@ -204,10 +229,14 @@ def command_dev(args: argparse.Namespace) -> int:
     command += ["--port", str(args.port), *extra]
     print(f"DAGSTER_HOME={home}; Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
     try:
-        return _run_until_stopped(command, {**os.environ, "DAGSTER_HOME": str(home)})
+        return _run_until_stopped(
+            command, dagster_dev_env({**os.environ, "DAGSTER_HOME": str(home)})
+        )
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+        if started is not None:
+            _stop_started_emulator(started)
 
 
 def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:

@@ -189,7 +189,11 @@ def command_demo(args: argparse.Namespace) -> int:
 
             sim = SimProcess.start("--time-scale", str(args.time_scale), port=0)
             env.update(sim.env())
-            print(f"Emulator on {sim.host} (time scale {args.time_scale:g}; everything simulated)")
+            print(
+                f"The demo's own emulator on {sim.host} (time scale {args.time_scale:g}; "
+                "everything simulated; stopped when the demo ends, the built-in one on "
+                "FALASSETS_SIM_PORT is left alone)"
+            )
         common = ["--concurrency", str(args.concurrency)]
         if args.plain:
             common.append("--plain")

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from falassets.sim.control import stop_builtin_emulator
 from falassets_tests.test_cli_support import run_cli, use_dagster_home, write_csv
 from falassets_tests.test_sim_support import free_port
 
@@ -75,3 +76,48 @@ def test_dev_serves_the_cli_runs_and_stops_cleanly(sim, data_dir, home, capsys) 
         log.close()
     output = (data_dir / "dev.log").read_text()
     assert "Dagster services shut down" in output
+
+
+@pytest.mark.slow
+def test_dev_stops_the_emulator_it_started_and_shows_no_dagster_beta_or_dg_notices(
+    data_dir: Path,
+) -> None:
+    port, sim_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"FAL_KEY", "FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE", "DAGSTER_HOME"}
+    }
+    env.update(FALASSETS_DATA_DIR=str(data_dir), FALASSETS_SIM_PORT=str(sim_port))
+    log_path = data_dir / "dev.log"
+    with log_path.open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "falassets.cli", "dev", "--port", str(port)],
+            cwd=data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+
+            def serving() -> bool:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success
+                except httpx.TransportError:
+                    return False
+
+            wait_for(serving, timeout_s=180, what="the Dagster UI of falassets dev")
+            pid = int((data_dir / ".state" / "sim" / "emulator.pid").read_text())
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().count(b"sim") >= 1
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=120) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            leftover = stop_builtin_emulator()  # same data dir: never leak one on failure
+    assert not leftover
+    output = log_path.read_text()
+    assert f"stopped the built-in fal emulator on 127.0.0.1:{sim_port} (pid {pid})" in output
+    assert (
+        not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
+    )  # gone (or a zombie nobody has reaped yet)
+    for notice in ("BetaWarning", "PreviewWarning", "dg dev", "still running"):
+        assert notice not in output, output
