@@ -36,6 +36,7 @@ class EmulatorStatus:
     running: int | None = None
     queued: int | None = None
     accepted: int | None = None
+    other_listener: bool = False  # something listens there that is not this data dir's one
 
     @property
     def in_flight(self) -> int:
@@ -59,28 +60,43 @@ def recorded_pid() -> int | None:
     return pid if b"falassets.cli" in cmdline and b"sim" in cmdline else None
 
 
-def _ledger_totals(address: str, timeout: float) -> dict[str, int] | None:
-    """The emulator's running/queued/accepted counts, or None when no falassets emulator
-    answers at ``address`` with a certificate the built-in CA vouches for."""
+def _ledger_totals(address: str, timeout: float) -> dict[str, int] | bool:
+    """The emulator's running/queued/accepted counts when this data dir's emulator answers at
+    ``address`` (its certificate is the one under the state folder); else whether something
+    else listens there (True) or nothing does (False)."""
     ca_file = settings.sim_cert_file()
-    if not ca_file.exists():
-        return None
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else None
     try:
-        context = ssl.create_default_context(cafile=str(ca_file))
         response = httpx.get(
-            f"https://{address}/_sim/ledger", verify=context, trust_env=False, timeout=timeout
+            f"https://{address}/_sim/ledger",
+            verify=context or True,
+            trust_env=False,
+            timeout=timeout,
         )
         response.raise_for_status()
-        return dict(response.json()["totals"])
+        return dict(response.json()["totals"]) if context else True
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        return _caused_by_tls(error)  # refused or timed out: nothing listens
     except (httpx.HTTPError, ssl.SSLError, ValueError, KeyError, TypeError, OSError):
-        return None
+        return True
+
+
+def _caused_by_tls(error: BaseException) -> bool:
+    """A connection that failed in the TLS handshake reached a listener (httpx wraps the
+    ssl error two levels down)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def status(timeout: float = 3.0) -> EmulatorStatus:
     address = settings.default_sim_address()
     totals = _ledger_totals(address, timeout)
-    if totals is None:
-        return EmulatorStatus(address, False, recorded_pid())
+    if not isinstance(totals, dict):
+        return EmulatorStatus(address, False, recorded_pid(), other_listener=totals)
     return EmulatorStatus(
         address,
         True,
@@ -99,6 +115,12 @@ def describe(state: EmulatorStatus) -> str:
             f"{state.in_flight} request(s) in flight ({state.running} running, {state.queued} "
             f"queued), {state.accepted} accepted since it started. Log: "
             f"{pid_file().with_name('emulator.log')}"
+        )
+    if state.other_listener:
+        return (
+            f"the built-in fal emulator of {settings.data_dir()} is not running: something "
+            f"else answers on {state.address} (another data dir's emulator, or another "
+            "program). Fix: set FALASSETS_SIM_PORT to a free port"
         )
     if state.pid:
         return (

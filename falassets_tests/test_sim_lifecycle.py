@@ -143,3 +143,13 @@ def test_first_run_leaves_a_catalog_the_duckdb_shell_opens_and_says_the_emulator
     stopped = falassets("sim", "stop")
     assert stopped.returncode == 0 and f"(pid {pid})" in stopped.stdout
     assert not pid_exists(pid)
+
+
+def test_status_tells_another_listener_from_nothing_at_all(builtin: str, capsys) -> None:
+    from falassets.sim.control import SimProcess
+
+    port = int(builtin.rsplit(":", 1)[1])
+    with SimProcess.start("--time-scale", "0.01", port=port):  # its own CA, not this data dir's
+        code, out, _ = run_cli(capsys, "sim", "status")
+    assert code == 1
+    assert f"something else answers on {builtin}" in out and "FALASSETS_SIM_PORT" in out
