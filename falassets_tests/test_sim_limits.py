@@ -116,7 +116,7 @@ async def test_ledger_bills_successes_at_fal_prices_and_not_failures(sim) -> Non
     }
 
 
-async def test_edit_requests_are_billed_at_the_auto_size(sim) -> None:
+async def test_edit_requests_pay_the_auto_size_and_their_input_tokens(sim) -> None:
     async with client() as http:
         accepted = await submit(
             http,
@@ -125,4 +125,7 @@ async def test_edit_requests_are_billed_at_the_auto_size(sim) -> None:
         )
         await wait_done(http, accepted["status_url"])
     (entry,) = sim.ledger()["requests"]
-    assert entry["endpoint"] == EDIT and entry["cost_usd"] == 0.22  # auto = 1024x1024
+    # auto = 1024x1024 at high ($0.22), plus fal's edit token rates for the inputs: a
+    # 1024x1024 input image is 765 tokens at $8/1M, "refine" 2 text tokens at $5/1M.
+    assert entry["endpoint"] == EDIT
+    assert entry["cost_usd"] == pytest.approx(0.22 + 765 * 8e-6 + 2 * 5e-6)

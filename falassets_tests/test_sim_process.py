@@ -69,9 +69,12 @@ def test_start_prints_export_lines_a_shell_can_eval(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--mode", "drop"], "invalid choice"),
-        (["--time-scale", "0"], "time_scale must be > 0"),
-        (["--5xx-rate", "1.5"], "error_5xx_rate must be a probability"),
-        (["--concurrency", "0"], "concurrency must be an integer >= 1"),
+        (["--time-scale", "0"], "time_scale must be a finite number in (0, 1000]"),
+        (["--time-scale", "inf"], "time_scale must be a finite number in (0, 1000]"),
+        (["--latency-low", "nan"], "latency_low must be a finite number"),
+        (["--5xx-rate", "1.5"], "error_5xx_rate must be a finite number in [0, 1]"),
+        (["--concurrency", "0"], "concurrency must be an integer from 1 to"),
+        (["--stream", "sometimes"], "invalid choice"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(tmp_path: Path, args: list[str], message: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+import pytest
 
 from falassets_tests.test_sim_support import client, request_input, stream_events, submit
 
@@ -58,3 +60,62 @@ async def test_stream_of_an_unknown_request_is_404(sim) -> None:
     async with client() as http:
         response = await http.get("/openai/gpt-image-2/requests/unknown/status/stream")
     assert response.status_code == 404
+
+
+async def _stream_lines(http: httpx.AsyncClient, status_url: str, seconds: float) -> list[str]:
+    """Every line a stream sends within ``seconds`` (a deadline, not a sleep)."""
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(seconds), http.stream("GET", f"{status_url}/stream") as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                lines.append(line)
+    except TimeoutError:
+        pass
+    return lines
+
+
+async def test_keep_alive_comments_come_every_15_emulated_seconds(sim) -> None:
+    # Time scale 0.01: 15 emulated seconds are 0.15 s; a 20 s render keeps the stream open.
+    sim.configure(latency_low=2000.0)
+    async with client() as http:
+        accepted = await submit(http, request_input("slow"))
+        lines = await _stream_lines(http, accepted["status_url"], 1.0)
+    comments = [line for line in lines if line.startswith(":")]
+    assert [line for line in lines if line.startswith("data: ")][:1]  # the current state
+    assert 3 <= len(comments) <= 8  # ~6 in 1 s; a loaded machine may serve fewer
+
+
+@pytest.mark.parametrize(("knob", "code"), [("absent_404", 404), ("absent_405", 405)])
+async def test_stream_absent_knob(sim, knob: str, code: int) -> None:
+    sim.configure(stream=knob)
+    async with client() as http:
+        accepted = await submit(http, request_input("no stream here"))
+        response = await http.get(f"{accepted['status_url']}/stream")
+        polled = await http.get(accepted["status_url"])
+    assert response.status_code == code
+    assert polled.status_code in (200, 202)  # polling still works
+
+
+async def test_stream_broken_knob_drops_the_connection_after_one_event(sim) -> None:
+    sim.configure(stream="broken")
+    async with client() as http:
+        accepted = await submit(http, request_input("cut"))
+        events = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream("GET", f"{accepted['status_url']}/stream") as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        events.append(json.loads(line[6:]))
+    assert len(events) == 1 and events[0]["request_id"] == accepted["request_id"]
+
+
+async def test_stream_idle_knob_sends_comments_but_never_an_event(sim) -> None:
+    sim.configure(stream="idle")
+    async with client() as http:
+        accepted = await submit(http, request_input("quiet"))
+        lines = await _stream_lines(http, accepted["status_url"], 0.6)
+        done = await http.get(accepted["status_url"])
+    assert done.json()["status"] == "COMPLETED"  # it finished meanwhile (~15 ms)
+    assert lines and not [line for line in lines if line.startswith("data:")]
+    assert any(line.startswith(":") for line in lines)

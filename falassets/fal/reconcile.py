@@ -164,6 +164,15 @@ async def _history(
     return items
 
 
+def history_state(item: dict[str, Any]) -> str:
+    """fal's state of a history item, from the fields fal documents: items carry no
+    ``status``. Finished once ``ended_at`` or ``status_code`` is set; otherwise running once
+    ``started_at`` is set, else queued."""
+    if item.get("ended_at") or item.get("status_code") is not None:
+        return "COMPLETED"
+    return "IN_PROGRESS" if item.get("started_at") else "IN_QUEUE"
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -255,7 +264,7 @@ async def _record(
     row = new_row(job, run_id=run_id, simulated=engine.simulated, attempt=known.max_attempt + 1)
     if job.campaign == "_orphans":
         row.update(campaign=None, prompt_id=None, partition_key=None, **{"pass": None})
-    fal_status = str(item.get("status") or "UNKNOWN")
+    fal_status = history_state(item)
     row.update(
         request_id=request_id,
         submitted_at=item.get("sent_at") or item.get("submitted_at"),

@@ -7,11 +7,15 @@ run in a worker thread) so one core serves hundreds of polls a second.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,11 +27,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from falassets.fal.model import DEFAULT_QUALITY, resolve_size, validation_errors
 from falassets.sim.config import SimConfig
 from falassets.sim.faults import ingress_503_now
 from falassets.sim.images import CONTENT_TYPES, ImageSpec, encode
 from falassets.sim.ledger import JsonlAppender, ledger_view, load_state, request_entry
+from falassets.sim.rules import DEFAULT_QUALITY, resolve_size, validation_errors
 from falassets.sim.scheduler import (
     ENDPOINTS,
     LimitReached,
@@ -44,15 +48,40 @@ NGINX_503 = (
     "<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n"
     "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
-#: A silent status stream sends an SSE comment this often, so proxies keep it open.
+#: A silent status stream sends an SSE comment this often (emulated seconds: times the time
+#: scale), as fal documents, so proxies keep it open.
 STREAM_KEEPALIVE_S = 15.0
-HISTORY_MAX_LIMIT = 100
+HISTORY_MAX_LIMIT, HISTORY_DEFAULT_LIMIT = 100, 50
+#: fal's default history window: 24 h, or 90 days when a request_id is given.
+HISTORY_WINDOW_S, HISTORY_ID_WINDOW_S = 24 * 3600.0, 90 * 24 * 3600.0
+#: fal's history ``status`` filter: which final status codes each value selects.
+HISTORY_STATUS_FILTERS = {
+    "success": range(200, 300),
+    "user_error": range(400, 500),
+    "error": range(500, 600),
+}
+#: Cancel answers' status codes as third-party pages report them (fal documents only bodies).
+CANCEL_CODES = {
+    "OK": 200,
+    "CANCELLATION_REQUESTED": 202,
+    "ALREADY_COMPLETED": 400,
+    "NOT_FOUND": 404,
+}
 ERROR_STATUS = {
     "content_policy_violation": 422,
     "runner_server_error": 500,
     "client_cancelled": 499,
     "request_timeout": 504,
 }
+
+
+def outcome_status(sim: SimRequest) -> int:
+    """The HTTP status of a finished request's result (and its history ``status_code``)."""
+    if sim.outcome == "ok":
+        return 200
+    if sim.outcome == "content_policy_violation":
+        return 422
+    return ERROR_STATUS.get(sim.outcome or "internal_error", 500)
 
 
 def dumps(data: Any) -> bytes:
@@ -73,6 +102,21 @@ class LostResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[:8], "more_body": True})
+        # Returning now makes uvicorn close the connection with the body incomplete.
+
+
+class BrokenStream(Response):
+    """Knob stream=broken: the first event, then the connection drops mid-body (httpx raises
+    RemoteProtocolError), as a proxy or a restarted ingress would do."""
+
+    def __init__(self, first_event: bytes, headers: dict[str, str]) -> None:
+        super().__init__(first_event, 200, headers, "text/event-stream")
+        # Chunked, like a real stream: without a length the client cannot think it complete.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
         # Returning now makes uvicorn close the connection with the body incomplete.
 
 
@@ -99,6 +143,7 @@ class SimApp:
         self.state = JsonlAppender(state_file) if state_file else None
         self._ledgered: set[str] = set()
         self.scheduler = Scheduler(config, on_change=self._persist)
+        self.scheduler.input_sizes = self._input_sizes
         self.started_at = time.time()
         logging.getLogger("uvicorn.error").addFilter(_DropIncompleteNotice())
         self.app = Starlette(
@@ -298,15 +343,25 @@ class SimApp:
 
     async def status_stream(self, request: Request) -> Response:
         self.scheduler.http["stream"] += 1
+        mode = self.scheduler.config.stream
+        if mode in ("absent_404", "absent_405"):
+            if mode == "absent_404":
+                return json_response({"detail": "Not Found"}, 404)
+            return json_response({"detail": "Method Not Allowed"}, 405, {"allow": "PUT"})
         sim = self._polled_request(request)
         if isinstance(sim, Response):
             return sim
         logs = request.query_params.get("logs", "").lower() in ("1", "true")
-        return StreamingResponse(
-            self._events(request, sim, logs),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-fal-request-id": sim.request_id},
-        )
+        headers = {"cache-control": "no-cache", "x-fal-request-id": sim.request_id}
+        mode = self.scheduler.config.stream
+        if mode == "broken":
+            first = b"data: " + dumps(self._status_body(request, sim, logs)) + b"\n\n"
+            return BrokenStream(first, headers)
+        events = self._idle(sim) if mode == "idle" else self._events(request, sim, logs)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    def _keepalive_s(self) -> float:
+        return max(0.01, STREAM_KEEPALIVE_S * self.scheduler.config.time_scale)
 
     async def _events(self, request: Request, sim: SimRequest, logs: bool) -> AsyncIterator[bytes]:
         """One ``data:`` event per state change (queue position included), from the current
@@ -321,7 +376,14 @@ class SimApp:
                 yield b"data: " + data + b"\n\n"
             if sim.status == "COMPLETED":
                 return
-            if not await self.scheduler.wait_for_change(sim, STREAM_KEEPALIVE_S):
+            if not await self.scheduler.wait_for_change(sim, self._keepalive_s()):
+                yield b": keep-alive\n\n"
+
+    async def _idle(self, sim: SimRequest) -> AsyncIterator[bytes]:
+        """Knob stream=idle: keep-alive comments only, never an event, never closed by us
+        (a client that trusts the stream alone waits forever)."""
+        while sim.status != "FORGOTTEN":
+            if not await self.scheduler.wait_for_change(sim, self._keepalive_s()):
                 yield b": keep-alive\n\n"
 
     async def result(self, request: Request) -> Response:
@@ -331,13 +393,30 @@ class SimApp:
             return sim
         headers = {"x-fal-request-id": sim.request_id}
         if sim.status != "COMPLETED":
-            return json_response({"detail": "Request is still in progress"}, 400, headers)
+            return self._early_result(request, sim, headers)
         if sim.expires_at is not None and time.time() >= sim.expires_at:
-            headers["x-fal-error-type"] = "result_expired"
-            detail = "The result of this request has expired and is no longer stored."
-            return json_response({"detail": detail, "error_type": "result_expired"}, 404, headers)
+            return self._expired_result(headers)
         status, body, extra = self._outcome_response(request, sim)
         return json_response(body, status, {**headers, **extra})
+
+    def _early_result(self, request: Request, sim: SimRequest, headers: dict[str, str]):
+        """A result asked for before COMPLETED: fal documents no answer (knob early_result)."""
+        mode = self.scheduler.config.early_result
+        if mode == "404_not_found":
+            return json_response({"detail": "Request not found"}, 404)
+        if mode == "202_status":
+            return json_response(self._status_body(request, sim, False), 202, headers)
+        return json_response({"detail": "Request is still in progress"}, 400, headers)
+
+    def _expired_result(self, headers: dict[str, str]) -> Response:
+        """A result past its lifetime: fal documents no answer (knob expired_result)."""
+        mode = self.scheduler.config.expired_result
+        if mode == "404_not_found":
+            return json_response({"detail": "Request not found"}, 404)
+        headers = {**headers, "x-fal-error-type": "result_expired"}
+        detail = "The result of this request has expired and is no longer stored."
+        body = {"detail": detail, "error_type": "result_expired"}
+        return json_response(body, 410 if mode == "410_gone" else 404, headers)
 
     def _outcome_response(
         self, request: Request, sim: SimRequest
@@ -345,7 +424,7 @@ class SimApp:
         """(status code, body, headers) of a finished request's result."""
         if sim.outcome == "ok":
             units = str(int(sim.input.get("num_images", 1)))
-            return 200, self._output(request, sim), {"x-fal-billable-units": units}
+            return outcome_status(sim), self._output(request, sim), {"x-fal-billable-units": units}
         if sim.outcome == "content_policy_violation":
             detail = [
                 {
@@ -356,13 +435,13 @@ class SimApp:
                     "input": sim.input.get("prompt"),
                 }
             ]
-            return 422, {"detail": detail}, {"x-fal-retryable": "false"}
+            return outcome_status(sim), {"detail": detail}, {"x-fal-retryable": "false"}
         error_type = sim.outcome or "internal_error"
         headers = {"x-fal-error-type": error_type}
         if error_type == "request_timeout":
             headers["x-fal-request-timeout-type"] = "user"
         body = {"detail": sim.error, "error_type": error_type}
-        return ERROR_STATUS.get(error_type, 500), body, headers
+        return outcome_status(sim), body, headers
 
     def _output(self, request: Request, sim: SimRequest) -> dict[str, Any]:
         fmt = sim.input.get("output_format", "png")
@@ -387,12 +466,19 @@ class SimApp:
             return denied
         sim = self._lookup(request)
         if sim is None:
-            return json_response({"status": "NOT_FOUND", "detail": "Request not found"}, 404)
-        if self.scheduler.cancel(sim) == "already_completed":
-            body = {"status": "ALREADY_COMPLETED", "detail": "Request already completed"}
-            return json_response(body, 400, {"x-fal-request-id": sim.request_id})
-        body = {"status": "CANCELLATION_REQUESTED"}
-        return json_response(body, 202, {"x-fal-request-id": sim.request_id})
+            return self._cancel_answer("NOT_FOUND", {}, "Request not found")
+        answer = self.scheduler.cancel(sim)
+        detail = "Request already completed" if answer == "ALREADY_COMPLETED" else None
+        return self._cancel_answer(answer, {"x-fal-request-id": sim.request_id}, detail)
+
+    def _cancel_answer(self, answer: str, headers: dict[str, str], detail: str | None) -> Response:
+        """fal's documented body ``{"status": answer}``; the code is knob cancel_codes (fal
+        documents none)."""
+        code = 200
+        if self.scheduler.config.cancel_codes == "reported":
+            code = CANCEL_CODES[answer]
+        body = {"status": answer, **({"detail": detail} if detail else {})}
+        return json_response(body, code, headers)
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -414,6 +500,11 @@ class SimApp:
             index=index,
             source=source,
         )
+
+    def _input_sizes(self, sim: SimRequest) -> list[tuple[int, int]]:
+        """Pixel size of an edit's first input image when it is one of our files."""
+        source = self._source_spec(sim) if sim.is_edit else None
+        return [(source.width, source.height)] if source is not None else []
 
     def _source_spec(self, sim: SimRequest, depth: int = 0) -> ImageSpec | None:
         urls = sim.input.get("image_urls") or []
@@ -459,42 +550,55 @@ class SimApp:
     # -- history ---------------------------------------------------------------------------------
 
     async def history(self, request: Request) -> Response:
-        """fal's ``GET /v1/models/requests/by-endpoint``: newest first, cursor-paged."""
+        """fal's ``GET /v1/models/requests/by-endpoint``: by end time (newest first; requests
+        not finished yet, when listed, come first), cursor-paged, 24 h window by default."""
         self.scheduler.http["history"] += 1
         if (denied := self._authorised(request)) is not None:
             return denied
-        query = request.query_params
-        endpoint = query.get("endpoint_id")
-        if not endpoint:
-            return json_response({"detail": "endpoint_id is required"}, 422)
-        expand = {p for value in query.getlist("expand") for p in value.split(",")}
+        config = self.scheduler.config
+        if config.history == "absent":
+            return json_response({"detail": "Not Found"}, 404)
+        if config.history == "forbidden":
+            detail = "This key is not allowed to list requests (needs an admin key)."
+            return json_response({"detail": detail}, 403)
         try:
-            limit = min(HISTORY_MAX_LIMIT, max(1, int(query.get("limit", 50))))
-            offset = int(query.get("cursor") or 0)
-        except ValueError:
-            return json_response({"detail": "limit and cursor must be integers"}, 422)
-        start = _parse_time(query.get("start"))
-        end = _parse_time(query.get("end"))
-        wanted_id = query.get("request_id")
-        matches = [
-            sim
-            for sim in sorted(
-                self.scheduler.requests.values(), key=lambda s: s.ticket, reverse=True
-            )
-            if sim.endpoint == endpoint.strip("/")
-            and (wanted_id is None or sim.request_id == wanted_id)
-            and (start is None or sim.submitted_at >= start)
-            and (end is None or sim.submitted_at <= end)
-            and not (sim.behind_history and self.scheduler.config.history_paused)
-        ]
-        page = matches[offset : offset + limit]
-        items = [self._history_item(request, sim, "payloads" in expand) for sim in page]
-        more = offset + limit < len(matches)
-        return json_response(
-            {"items": items, "next_cursor": str(offset + limit) if more else None, "has_more": more}
+            query = _history_query(request)
+        except ValueError as error:
+            return json_response({"detail": str(error)}, 422)
+        matches = sorted(
+            (sim for sim in self.scheduler.requests.values() if self._listed(sim, query)),
+            key=_history_key,
+            reverse=True,
         )
+        if query.after is not None:
+            matches = [sim for sim in matches if _history_key(sim) < query.after]
+        page = matches[: query.limit]
+        items = [self._history_item(request, sim, query.payloads) for sim in page]
+        more = len(matches) > query.limit
+        cursor = _encode_cursor(_history_key(page[-1])) if more else None
+        return json_response({"items": items, "next_cursor": cursor, "has_more": more})
+
+    def _listed(self, sim: SimRequest, query: HistoryQuery) -> bool:
+        """Whether fal's history shows ``sim`` for this query (filters and lag knobs)."""
+        config = self.scheduler.config
+        if sim.endpoint != query.endpoint or sim.status == "FORGOTTEN":
+            return False
+        if query.request_id is not None and sim.request_id != query.request_id:
+            return False
+        if not query.start <= sim.submitted_at <= query.end:
+            return False
+        if sim.behind_history and config.history_paused:
+            return False
+        finished = sim.status == "COMPLETED"
+        if config.history_finished_only and not finished:
+            return False
+        if query.status is not None:
+            return finished and outcome_status(sim) in HISTORY_STATUS_FILTERS[query.status]
+        return True
 
     def _history_item(self, request: Request, sim: SimRequest, payloads: bool) -> dict[str, Any]:
+        """fal's documented item: no ``status`` field (derive it from ``status_code`` and
+        ``ended_at``); ``json_input``/``json_output`` only with ``expand=payloads``."""
         status_code = None
         output: Any = None
         if sim.status == "COMPLETED":
@@ -502,7 +606,6 @@ class SimApp:
         item: dict[str, Any] = {
             "request_id": sim.request_id,
             "endpoint_id": sim.endpoint,
-            "status": sim.status,
             "sent_at": iso(sim.submitted_at),
             "started_at": iso(sim.started_at),
             "ended_at": iso(sim.completed_at),
@@ -512,9 +615,9 @@ class SimApp:
                 if sim.completed_at and sim.started_at
                 else None
             ),
-            "json_input": sim.input,
         }
         if payloads:
+            item["json_input"] = sim.input
             item["json_output"] = output
         return item
 
@@ -549,7 +652,19 @@ class SimApp:
         return json_response(self.scheduler.config.public())
 
     async def reset(self, request: Request) -> Response:
-        """Forget every request and count; knobs go back to the start-up flags."""
+        """Forget every request and count; knobs go back to the start-up flags.
+
+        Refused (409) while requests are queued or running: forgetting them mid-run turns a
+        client's live requests into 404s. ``?force=true`` forgets them anyway (a test
+        harness between tests); their open status streams close."""
+        live = self.scheduler.in_flight()
+        force = request.query_params.get("force", "").lower() in ("1", "true")
+        if live and not force:
+            detail = (
+                f"{live} request(s) are still queued or running; a reset would make them "
+                "unknown (404) to their clients. Wait for them, or POST /_sim/reset?force=true."
+            )
+            return json_response({"detail": detail, "live": live}, 409)
         self.scheduler.reset(self.startup_config)
         if self.state is not None and self.state_file is not None:
             self.state.close()
@@ -557,6 +672,72 @@ class SimApp:
             self.state = JsonlAppender(self.state_file)
         log.info("reset: requests and ledger forgotten")
         return json_response({"ok": True, "config": self.startup_config.public()})
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """A history call's parameters, checked."""
+
+    endpoint: str
+    request_id: str | None
+    start: float
+    end: float
+    limit: int
+    after: tuple[float, int] | None  # the cursor: list what sorts after this key
+    payloads: bool
+    status: str | None
+
+
+def _history_query(request: Request) -> HistoryQuery:
+    """Parse and check a history query; ValueError says which parameter is wrong."""
+    query = request.query_params
+    endpoint = (query.get("endpoint_id") or "").strip("/")
+    if not endpoint:
+        raise ValueError("endpoint_id is required")
+    raw_limit = query.get("limit") or str(HISTORY_DEFAULT_LIMIT)
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= HISTORY_MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
+    status = query.get("status") or None
+    if status is not None and status not in HISTORY_STATUS_FILTERS:
+        raise ValueError(f"status must be one of {', '.join(HISTORY_STATUS_FILTERS)}")
+    request_id = query.get("request_id") or None
+    now = time.time()
+    window = HISTORY_ID_WINDOW_S if request_id else HISTORY_WINDOW_S
+    start = _parse_time(query.get("start"), "start")
+    end = _parse_time(query.get("end"), "end")
+    expand = {p for value in query.getlist("expand") for p in value.split(",")}
+    return HistoryQuery(
+        endpoint=endpoint,
+        request_id=request_id,
+        start=now - window if start is None else start,
+        end=float("inf") if end is None else end,
+        limit=int(raw_limit),
+        after=_decode_cursor(query.get("cursor")),
+        payloads="payloads" in expand,
+        status=status,
+    )
+
+
+def _history_key(sim: SimRequest) -> tuple[float, int]:
+    """Sort key, descending: end time (not finished = newest), then submit order."""
+    ended = sim.completed_at if sim.completed_at is not None else float("inf")
+    return (ended, sim.ticket)
+
+
+def _encode_cursor(key: tuple[float, int]) -> str:
+    raw = json.dumps([None if key[0] == float("inf") else key[0], key[1]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: str | None) -> tuple[float, int] | None:
+    """An opaque keyset cursor: robust to requests finishing (moving) between pages."""
+    if not value:
+        return None
+    try:
+        ended, ticket = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return (float("inf") if ended is None else float(ended), int(ticket))
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError("cursor is not one this server gave (use next_cursor)") from None
 
 
 def _index_from_name(name: str) -> int | None:
@@ -579,12 +760,12 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-def _parse_time(value: str | None) -> float | None:
+def _parse_time(value: str | None, name: str) -> float | None:
+    """ISO 8601 (a naive time is UTC); ValueError naming the parameter otherwise."""
     if not value:
         return None
-    from datetime import datetime
-
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return None
+        raise ValueError(f"{name} must be an ISO 8601 time, not {value!r}") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

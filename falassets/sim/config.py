@@ -8,10 +8,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("queue", "reject")
+#: fal's request history: served (documented), absent (404) or forbidden for this key (403).
+HISTORY_MODES = ("on", "absent", "forbidden")
+#: The status stream: as documented, absent (404 or 405), broken after its first event, or
+#: idle (keep-alive comments, never an event, never closed by the server).
+STREAM_MODES = ("on", "absent_404", "absent_405", "broken", "idle")
+#: GET of a result before COMPLETED (fal documents no answer): 400 ``Request is still in
+#: progress`` (what fal answered when observed), 404 ``Request not found``, or 202 with the
+#: status body.
+EARLY_RESULT_MODES = ("400_in_progress", "404_not_found", "202_status")
+#: GET of an expired result (fal documents no answer): 404 ``result_expired``, 410, or a plain
+#: 404 indistinguishable from an unknown request.
+EXPIRED_RESULT_MODES = ("404_expired", "410_gone", "404_not_found")
+#: Cancel status codes (fal documents only the body's ``status``): ``reported`` = 200 OK /
+#: 202 CANCELLATION_REQUESTED / 400 ALREADY_COMPLETED / 404 NOT_FOUND (third-party pages);
+#: ``all_200`` = every answer 200, the outcome only in the body.
+CANCEL_CODE_MODES = ("reported", "all_200")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": MODES,
+    "history": HISTORY_MODES,
+    "stream": STREAM_MODES,
+    "early_result": EARLY_RESULT_MODES,
+    "expired_result": EXPIRED_RESULT_MODES,
+    "cancel_codes": CANCEL_CODE_MODES,
+}
+#: Upper bounds of numeric knobs: finite, and small enough that timers and sleeps stay sane.
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_TIME_SCALE = 1000.0
+MAX_CONCURRENCY = 100_000
 
 #: Marker words: a prompt containing one triggers that fault on every request with it; the
 #: ``_ONCE`` form (e.g. ``SIM_5XX_ONCE``) only on the first request with that exact input,
@@ -51,6 +80,16 @@ class SimConfig:
     #: are missing from the history; set it back to False and history has caught up. A switch,
     #: not a delay, so "the look-up came before fal's history had it" is deterministic.
     history_paused: bool = False
+    #: ``on`` (documented), ``absent`` (404) or ``forbidden`` (403 for this key).
+    history: str = "on"
+    #: fal does not say whether queued or running requests are listed: False lists them
+    #: (with ``ended_at``/``status_code`` null), True lists finished requests only.
+    history_finished_only: bool = False
+    #: Status stream behaviour, one of STREAM_MODES (``on``: as documented).
+    stream: str = "on"
+    early_result: str = "400_in_progress"
+    expired_result: str = "404_expired"
+    cancel_codes: str = "reported"
     #: Seconds (times time_scale) a result stays readable after completion; fal keeps ~1 h.
     result_ttl: float = 3600.0
     #: Seconds sent as Retry-After on 429s (fal sends none; None = omit the header).
@@ -60,22 +99,20 @@ class SimConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the knob and the accepted range."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ValueError(f"concurrency must be an integer >= 1, not {self.concurrency!r}")
-        if self.time_scale <= 0:
-            raise ValueError(f"time_scale must be > 0, not {self.time_scale!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                )
+        _check_int("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
+        _check_int("ingress_burst", self.ingress_burst, 0, 1_000_000)
+        _check_number("time_scale", self.time_scale, 0.0, MAX_TIME_SCALE, low_open=True)
         for name in ("latency_low", "latency_medium", "latency_high", "result_ttl"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 seconds")
+            _check_number(name, getattr(self, name), 0.0, MAX_SECONDS)
         for name in RATE_KNOBS:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability between 0 and 1")
-        if self.ingress_burst < 0:
-            raise ValueError("ingress_burst must be >= 0")
-        if self.retry_after is not None and self.retry_after < 0:
-            raise ValueError("retry_after must be >= 0 seconds")
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        if self.retry_after is not None:
+            _check_number("retry_after", self.retry_after, 0.0, MAX_SECONDS)
         if not self.policy_word.strip():
             raise ValueError("policy_word must not be empty")
 
@@ -107,9 +144,32 @@ class SimConfig:
 
 
 INT_KNOBS = ("concurrency", "seed", "ingress_burst")
-STR_KNOBS = ("mode", "policy_word")
+STR_KNOBS = ("policy_word", *CHOICES)
 OPTIONAL_KNOBS = ("retry_after", "valid_key")
-BOOL_KNOBS = ("history_paused",)
+BOOL_KNOBS = ("history_paused", "history_finished_only")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+
+
+def _check_number(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False
+) -> None:
+    """A finite number in [low, high] (or (low, high]): NaN and 1e400 (inf) are refused."""
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and value <= high
+    )
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(
+            f"{name} must be a finite number in {bracket}{low:g}, {high:g}], not {value!r}"
+        )
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -174,7 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ingress-burst", type=int, default=defaults.ingress_burst, help="503s per SIM_503")
     add("--history-paused", action="store_true", help="history lists no new request yet")
     add("--result-ttl", type=float, default=defaults.result_ttl, help="s (scaled) results live")
-    add("--retry-after", type=float, default=None, help="Retry-After seconds on 429s")
+    add("--retry-after", type=float, default=None, help="send Retry-After (s) on 429s")
+    add("--history", choices=HISTORY_MODES, default=defaults.history, help="request history")
+    add("--history-finished-only", action="store_true", help="history omits live requests")
+    add("--stream", choices=STREAM_MODES, default=defaults.stream, help="status stream")
+    add("--early-result", choices=EARLY_RESULT_MODES, default=defaults.early_result)
+    add("--expired-result", choices=EXPIRED_RESULT_MODES, default=defaults.expired_result)
+    add("--cancel-codes", choices=CANCEL_CODE_MODES, default=defaults.cancel_codes)
     add("--valid-key", default=None, help="accept only this key (others: 401)")
     add("--cert-dir", default=None, help="where the CA (ca.pem) and server cert live")
     add("--ledger-file", default=None, help="append every request's outcome here (JSONL)")

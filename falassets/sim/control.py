@@ -175,10 +175,17 @@ class SimProcess:
     def config(self) -> dict[str, Any]:
         return self._admin("GET", "/_sim/config")
 
-    def reset(self) -> None:
+    def reset(self, *, force: bool = True) -> None:
         """Forget all requests and zero the ledger (between tests); knobs return to the
-        start-up flags."""
-        self._admin("POST", "/_sim/reset")
+        start-up flags. The harness owns this emulator, so by default live requests are
+        forgotten too (``force``); ``force=False`` raises instead while any are live, as
+        ``POST /_sim/reset`` does for anyone else (409)."""
+        response = self._client().post(
+            f"{self.url}/_sim/reset", params={"force": "true"} if force else None
+        )
+        if response.status_code == 409:
+            raise RuntimeError(f"falassets sim refused the reset: {response.json()['detail']}")
+        response.raise_for_status()
 
     def ledger(self) -> dict[str, Any]:
         """Every accepted request with its outcome and cost, totals, peak running, 429s and

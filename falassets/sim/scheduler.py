@@ -14,13 +14,13 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from falassets.fal.model import DEFAULT_QUALITY, resolve_size
-from falassets.fal.pricing import price_usd
 from falassets.sim.config import SimConfig
 from falassets.sim.faults import FaultPlan, draw, plan_faults
+from falassets.sim.rules import DEFAULT_QUALITY, price_usd, resolve_size
 
 ENDPOINTS = ("openai/gpt-image-2", "openai/gpt-image-2/edit")
 #: How long a content-policy refusal takes, as a share of the normal latency (it is quick).
@@ -125,6 +125,8 @@ class Scheduler:
 
     def __init__(self, config: SimConfig, *, on_change: Any = None) -> None:
         self.on_change = on_change  # called with a request after each persistent change
+        #: Pixel sizes of an edit's input images, when known (the app knows its own files).
+        self.input_sizes: Callable[[SimRequest], list[tuple[int, int]]] = lambda _: []
         self._clear(config)
 
     def _clear(self, config: SimConfig) -> None:
@@ -158,6 +160,7 @@ class Scheduler:
         return mean * size_factor * count_factor * jitter * self.config.time_scale
 
     def in_flight(self) -> int:
+        """Requests still queued or running (what a reset would orphan)."""
         return len(self.running) + len(self.waiting)
 
     def submit(
@@ -264,10 +267,11 @@ class Scheduler:
         request.outcome = outcome
         request.error = error
         request.billed = billed
-        payload = request.input
-        if request.is_edit and "image_size" not in payload:
-            payload = {**payload, "image_size": "auto"}
-        request.cost_usd = price_usd(payload) if billed else 0.0
+        request.cost_usd = (
+            price_usd(request.input, edit=request.is_edit, input_sizes=self.input_sizes(request))
+            if billed
+            else 0.0
+        )
         ttl = 0.0 if request.plan.expire else self.config.result_ttl * self.config.time_scale
         request.expires_at = now + ttl
         if request.timer is not None:
@@ -296,20 +300,21 @@ class Scheduler:
     # -- cancel ----------------------------------------------------------------------------------
 
     def cancel(self, request: SimRequest) -> str:
-        """``requested`` or ``already_completed``. A queued request is removed; a running one
-        finishes anyway (GPT Image 2 cannot be stopped mid-render, and is billed) unless it
-        is stuck (a hang), which ends cancelled."""
+        """fal's answer: ``OK`` (removed from the queue), ``CANCELLATION_REQUESTED`` (running)
+        or ``ALREADY_COMPLETED``. A running request finishes anyway (GPT Image 2 cannot be
+        stopped mid-render, and is billed) unless it is stuck (a hang): that ends cancelled."""
         if request.status == "COMPLETED":
-            return "already_completed"
+            return "ALREADY_COMPLETED"
         request.cancel_requested = True
         if request.status == "IN_QUEUE":
             self._dequeue(request)
             self._complete(request, "client_cancelled", "Request was cancelled.", billed=False)
-        elif request.plan.hang:
+            return "OK"
+        if request.plan.hang:
             self._complete(request, "client_cancelled", "Request was cancelled.", billed=False)
         else:
             self._changed(request)
-        return "requested"
+        return "CANCELLATION_REQUESTED"
 
     # -- notification ----------------------------------------------------------------------------
 
