@@ -24,6 +24,7 @@ import re
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from falassets import settings
 from falassets.fal import model
 from falassets.fal.jobs import canonical_json
 
@@ -79,7 +81,7 @@ class Problem:
     def where(self) -> str:
         text = f"row {self.row}" if self.row is not None else ""
         if self.column:
-            text += (", " if text else "") + f"column '{self.column}'"
+            text += (", " if text else "") + f"column '{_printable(self.column)}'"
         return text
 
     def describe(self) -> str:
@@ -105,12 +107,13 @@ class CampaignError(ValueError):
         row: int | None = None,
         column: str | None = None,
         more: Iterable[Problem] = (),
+        note: str = "",
     ) -> None:
         self.file, self.problem, self.fix, self.row, self.column = file, problem, fix, row, column
         first = Problem(problem, fix, row, column)
         self.problems: tuple[Problem, ...] = (first, *more)
-        where = ", ".join(part for part in (str(file), first.where()) if part)
-        lines = [f"{where}: {problem}. Fix: {fix}"]
+        where = ", ".join(part for part in (_printable(str(file)), first.where()) if part)
+        lines = [f"{where}: {problem}. Fix: {fix}" + (f" ({note})" if note else "")]
         others = self.problems[1:]
         if others:
             lines[0] += f" ({len(others)} more problem{'s' * (len(others) > 1)} below)"
@@ -121,9 +124,11 @@ class CampaignError(ValueError):
         super().__init__("\n".join(lines))
 
     @classmethod
-    def from_problems(cls, file: Path, problems: list[Problem]) -> CampaignError:
+    def from_problems(cls, file: Path, problems: list[Problem], note: str = "") -> CampaignError:
         first, *rest = problems
-        return cls(file, first.problem, first.fix, row=first.row, column=first.column, more=rest)
+        return cls(
+            file, first.problem, first.fix, row=first.row, column=first.column, more=rest, note=note
+        )
 
 
 class _Stop(Exception):
@@ -142,12 +147,37 @@ class _Bad(Exception):
         self.problem, self.fix = problem, fix
 
 
+#: Characters a message must never print raw: controls (JSON already escapes C0), lone
+#: surrogates (not encodable, so printing them crashes), line separators, and the invisible or
+#: direction-changing ones that would make a quoted value look like something else.
+_UNPRINTABLE_RE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+)
+_HIDDEN = "(not shown)"
+#: False while loading a file reached through a link to outside the data directory: its
+#: content is then never quoted in a message (see :func:`_link_outside_data`).
+_QUOTING: ContextVar[bool] = ContextVar("falassets_campaign_quoting", default=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character of :data:`_UNPRINTABLE_RE` written as ``\\uXXXX``."""
+    return _UNPRINTABLE_RE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
 def _show(value: Any, limit: int = 40) -> str:
-    """A user's value quoted for a one-line message: control characters escaped, shortened."""
+    """A user's value quoted for a one-line message: escaped, shortened, always encodable;
+    ``(not shown)`` while the file's content must not be quoted."""
+    if not _QUOTING.get():
+        return _HIDDEN
     text = value if isinstance(value, str) else repr(value)
     if len(text) > limit:
         text = text[:limit] + "…"
-    return json.dumps(text, ensure_ascii=False)
+    return _printable(json.dumps(text, ensure_ascii=False))
+
+
+def _detail(exc: BaseException, limit: int = 100) -> str:
+    """A parser's own message for ``" (...)"``; empty when content must not be quoted."""
+    return f" ({_printable(str(exc)[:limit])})" if _QUOTING.get() else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +292,73 @@ def is_partition_key(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Text: what every string read from a campaign file may hold
+
+#: Refused in every value: lone surrogates (JSON can escape one, ``"\\ud800"``, but no UTF-8
+#: file, Parquet table, lineage line or Dagster event can store it) and control characters
+#: other than tab and line breaks (invisible; ESC rewrites a terminal; C1 ones are mojibake).
+_BAD_VALUE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+#: Refused in column and field names: what a message cannot print as is, i.e. on top of the
+#: above tabs, line breaks and invisible characters (``\ufeffid`` looks like ``id``).
+_BAD_NAME_RE = _UNPRINTABLE_RE
+_CHAR_NAMES = {
+    "\x00": "a NUL character",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\x1b": "an escape character (ESC)",
+    "\ufeff": "a byte order mark (U+FEFF)",
+    "\u200b": "a zero-width space (U+200B)",
+}
+
+
+def _char_problem(char: str, *, name: bool) -> tuple[str, str]:
+    """(what ``char`` is, how to get rid of it) for a character refused by the rules above."""
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:
+        return (
+            f"a lone surrogate \\u{code:04x} (half of a character such as an emoji, cut in two; "
+            "UTF-8 cannot store it)",
+            "remove it, or write the whole pair (\\ud83d\\ude00 is 😀); the tool that wrote "
+            "the file cut a character in two",
+        )
+    what = _CHAR_NAMES.get(char) or f"the control character U+{code:04X}"
+    if char == "\x00":
+        return what, "remove it; NUL characters usually mean the file was UTF-16 or binary"
+    if 0x80 <= code <= 0x9F:
+        return (
+            f"{what} (usually a Windows-1252 quote or dash read as Latin-1)",
+            "re-export the file as UTF-8 from its original source",
+        )
+    if char == "\ufeff":
+        return what, "remove it; it is left over where files saved with a BOM were joined"
+    if name:
+        return what, "remove it; names are one line of visible text"
+    return what, "remove it; control characters are invisible and can rewrite a terminal"
+
+
+def _check_text(text: str, subject: Callable[[], str], *, name: bool = False) -> None:
+    """Raise _Bad when ``text`` holds a character :data:`_BAD_VALUE_RE` (or, for a ``name``,
+    :data:`_BAD_NAME_RE`) refuses; ``subject()`` is what the message calls it (built only
+    then: this runs on every cell of files with 100,000 rows)."""
+    found = (_BAD_NAME_RE if name else _BAD_VALUE_RE).search(text)
+    if found:
+        what, fix = _char_problem(found[0], name=name)
+        raise _Bad(f"{subject()} contains {what} at character {found.start() + 1}", fix)
+
+
+def _name_text_problem(name: str, noun: str, row: int | None = None) -> Problem | None:
+    """A problem when a column or field name holds a character names may not hold."""
+    if not _BAD_NAME_RE.search(name):  # the common case, for every key of every JSONL row
+        return None
+    try:
+        _check_text(name, lambda: f"the {noun} name {_show(name)}", name=True)
+    except _Bad as bad:
+        return Problem(bad.problem, bad.fix, row=row)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Field validation
 
 
@@ -271,6 +368,8 @@ def _id_problem(raw: str) -> str:
         return f"the id {_show(raw)} is {len(raw)} characters long; ids may have at most 64"
     if raw[0] in "_-":
         return f"the id {_show(raw)} starts with {raw[0]!r}; ids start with a letter or digit"
+    if not _QUOTING.get():
+        return "the id contains characters other than letters, digits, '_' and '-'"
     bad = []
     for char in raw:
         if not (char.isascii() and (char.isalnum() or char in "_-")) and char not in bad:
@@ -317,11 +416,7 @@ def _parse_prompt(value: Any) -> str:
             f"{MAX_PROMPT_CHARS:,}",
             f"shorten it by at least {len(prompt) - MAX_PROMPT_CHARS:,} characters",
         )
-    if "\x00" in prompt:
-        raise _Bad(
-            "the prompt contains a NUL character",
-            "remove it (it usually means the file was saved as UTF-16 or is binary)",
-        )
+    _check_text(prompt, lambda: "the prompt")
     return prompt
 
 
@@ -411,22 +506,41 @@ def _parse_format(value: Any) -> str:
     )
 
 
-def _tag_value(value: Any) -> str | None:
-    """A tag cell as text; None for empty cells, so CSV, JSONL and Parquet agree."""
-    if value is None:
+def _parse_tag(value: Any) -> str | None:
+    """A tag cell as text, or _Bad; None for empty cells, so CSV, JSONL and Parquet agree.
+
+    A float NaN is empty: it is how dataframes (and so their Parquet files) mark a missing
+    number. Infinity is refused rather than stored as the text "inf".
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        text = value.strip()
-        return text or None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return str(value)
+        text = "true" if value else "false"
+    elif isinstance(value, bytes):
+        raise _Bad(
+            "the value is binary data that is not UTF-8 text",
+            "store this column as text (a string column) in the Parquet file",
+        )
+    elif isinstance(value, float) and math.isinf(value):
+        raise _Bad(
+            f"the value {value} is not a finite number (JSON numbers beyond about 1e308 "
+            "overflow to infinity)",
+            "write a finite number, or the value as a quoted string",
+        )
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    else:
+        text = str(value).strip()
+    _check_text(text, lambda: f"the value {_show(text)}")
+    return text or None
+
+
+def _is_empty(value: Any) -> bool:
+    """True for a cell a user would call empty (None, blank text, NaN)."""
+    try:
+        return _parse_tag(value) is None
+    except _Bad:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +561,8 @@ class _Columns:
 def _match_columns(names: list[Any]) -> tuple[_Columns, list[Problem], list[Problem]]:
     """Map header names (trimmed; known ones case-insensitively) to fields.
 
-    Returns the mapping, duplicate-column problems and missing-required-column problems.
+    Returns the mapping, problems with the names (duplicates, characters no name may hold)
+    and missing-required-column problems.
     """
     problems: list[Problem] = []
     fields: list[tuple[str, str] | None] = []
@@ -457,6 +572,9 @@ def _match_columns(names: list[Any]) -> tuple[_Columns, list[Problem], list[Prob
         if not name:
             fields.append(None)
             continue
+        bad_name = _name_text_problem(name, "column")
+        if bad_name:
+            problems.append(bad_name)
         kind = name.lower() if name.lower() in _KNOWN else "tag"
         canonical = kind if kind != "tag" else name
         if canonical in seen:
@@ -482,7 +600,10 @@ def _missing_columns(
     missing = [name for name in _REQUIRED if name not in present]
     if not missing:
         return []
-    lowered = {n.strip().lower(): n for n in present_names if n.strip().lower() not in _KNOWN}
+    quoting = _QUOTING.get()
+    lowered = {
+        n.strip().lower(): n for n in present_names if quoting and n.strip().lower() not in _KNOWN
+    }
     fixes = []
     for required in missing:
         close = [lowered[n] for n in _ALIASES[required] if n in lowered]
@@ -492,7 +613,7 @@ def _missing_columns(
             lowered = {k: v for k, v in lowered.items() if v != close[0]}
         else:
             fixes.append(f"add a {noun} '{required}'")
-    existing = ", ".join(_show(n) for n in present_names) if present_names else "nothing"
+    existing = _listed_names(present_names, noun)
     plural = "s" if len(missing) > 1 else ""
     names = " and ".join(f"'{name}'" for name in missing)
     return [
@@ -502,6 +623,17 @@ def _missing_columns(
             "; ".join(fixes),
         )
     ]
+
+
+def _listed_names(names: list[str], noun: str, most: int = 8) -> str:
+    """Names for "the header has: ...": the first ``most``, or only how many there are while
+    the file's content must not be quoted."""
+    if not names:
+        return "nothing"
+    if not _QUOTING.get():
+        return f"{len(names)} {noun}{'s' * (len(names) != 1)}"
+    shown = ", ".join(_show(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,8 +667,8 @@ def _utf8_lines(handle: Any, position: list[int]) -> Iterator[str]:
                     "the file is UTF-16, not UTF-8",
                     "save it as UTF-8 (in Excel: Save As > CSV UTF-8)",
                 )
-            if raw.startswith(_BOM):
-                raw, offset = raw[len(_BOM) :], len(_BOM)
+            while raw.startswith(_BOM):  # a file converted twice has two
+                raw, offset = raw[len(_BOM) :], offset + len(_BOM)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -580,7 +712,7 @@ def _csv_error(exc: csv.Error) -> _Stop:
             "a line ends with a bare carriage return (old Mac line endings)",
             "save the file with Windows (CRLF) or Unix (LF) line endings",
         )
-    return _Stop(f"the CSV cannot be parsed ({message})", "save the file as comma-separated CSV")
+    return _Stop(f"the CSV cannot be parsed{_detail(exc)}", "save the file as comma-separated CSV")
 
 
 def _read_csv(path: Path, problems: list[Problem]) -> Iterator[_Record]:
@@ -663,13 +795,55 @@ def _csv_record(row: int, cells: list[str], columns: _Columns) -> _Record:
     return row, values, tags
 
 
+class _JsonProblem(ValueError):
+    """Valid to Python's json module, but not a campaign row: raised by the parse hooks."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
 def _json_object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object, refusing a key written twice (JSON readers disagree on which one wins)."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"the key {_show(key)} appears twice in one object")
+            raise _JsonProblem(
+                f"the key {_show(key)} appears twice in one object",
+                "keep one of them (JSON readers disagree on which one wins)",
+            )
         result[key] = value
     return result
+
+
+def _json_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has neither, and other tools refuse them."""
+    raise _JsonProblem(
+        f"{name} is not a JSON value",
+        f'write null for an empty value, or a quoted string such as "{name}"',
+    )
+
+
+#: One decoder for every line (``json.loads`` with hooks builds a new one per call).
+_JSON = json.JSONDecoder(object_pairs_hook=_json_object_pairs, parse_constant=_json_constant)
+
+
+def _json_line_problem(line: int, text: str, exc: ValueError | RecursionError) -> Problem:
+    """Why one JSONL line is not a campaign row, with the fix for that cause."""
+    fix = 'write one JSON object per line: {"id": "hero_1", "prompt": "..."}'
+    if isinstance(exc, _JsonProblem):
+        return Problem(f"line {line}: {exc.problem}", exc.fix, row=line)
+    if text.lstrip().startswith("\ufeff"):
+        return Problem(
+            f"line {line} starts with a byte order mark (U+FEFF)",
+            "remove it; it is left over where files saved with a BOM were joined",
+            row=line,
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        return Problem(
+            f"line {line} is not valid JSON: {exc.msg} at column {exc.colno}", fix, row=line
+        )
+    return Problem(f"line {line} cannot be read as JSON{_detail(exc, 80)}", fix, row=line)
 
 
 def _split_fields(obj: dict[str, Any], row: int) -> _Record:
@@ -680,6 +854,17 @@ def _split_fields(obj: dict[str, Any], row: int) -> _Record:
     for raw_key, value in obj.items():
         key = raw_key.strip()
         kind = key.lower()
+        bad_name = _name_text_problem(key, "field", row)
+        if bad_name:
+            problems.append(bad_name)
+        if key in tags:
+            problems.append(
+                Problem(
+                    f"the field {_show(key)} appears twice (once with spaces around the name)",
+                    "keep one of them",
+                    row=row,
+                )
+            )
         if kind in _KNOWN:
             if kind in values:
                 problems.append(
@@ -693,7 +878,7 @@ def _split_fields(obj: dict[str, Any], row: int) -> _Record:
             values[kind] = value
         elif key:
             tags[key] = value
-        elif _tag_value(value) is not None:
+        elif not _is_empty(value):
             problems.append(Problem("a field has an empty name", "name it or remove it", row=row))
     for problem in _missing_columns(list(obj), set(values), "this row has", "field"):
         problems.append(Problem(problem.problem, problem.fix, row=row))
@@ -710,24 +895,9 @@ def _read_jsonl(path: Path, problems: list[Problem]) -> Iterator[_Record]:
                 if not text.strip():
                     continue
                 try:
-                    obj = json.loads(text, object_pairs_hook=_json_object_pairs)
-                except json.JSONDecodeError as exc:
-                    problems.append(
-                        Problem(
-                            f"line {line[0]} is not valid JSON: {exc.msg} at column {exc.colno}",
-                            'write one JSON object per line: {"id": "hero_1", "prompt": "..."}',
-                            row=line[0],
-                        )
-                    )
-                    continue
+                    obj = _JSON.decode(text)
                 except (ValueError, RecursionError) as exc:
-                    problems.append(
-                        Problem(
-                            f"line {line[0]} cannot be read as JSON ({str(exc)[:80]})",
-                            'write one JSON object per line: {"id": "hero_1", "prompt": "..."}',
-                            row=line[0],
-                        )
-                    )
+                    problems.append(_json_line_problem(line[0], text, exc))
                     continue
                 if not isinstance(obj, dict):
                     problems.append(
@@ -759,28 +929,39 @@ def _read_parquet(path: Path, problems: list[Problem]) -> Iterator[_Record]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        problems.append(Problem(f"{not_parquet.problem} ({str(exc)[:100]})", not_parquet.fix))
+        problems.append(Problem(f"{not_parquet.problem}{_detail(exc)}", not_parquet.fix))
         return
     with parquet:
         names = parquet.schema_arrow.names
-        _, duplicates, missing = _match_columns(names)
-        if duplicates or missing:
-            problems.extend(duplicates + missing)
+        _, name_problems, missing = _match_columns(names)
+        if name_problems or missing:
+            problems.extend(name_problems + missing)
             return
         record = 0
         try:
             for batch in parquet.iter_batches(batch_size=1024):
                 for obj in batch.to_pylist():
                     record += 1
-                    yield _split_fields(obj, record)
+                    yield _split_fields({k: _from_binary(v) for k, v in obj.items()}, record)
         except (pa.ArrowException, OSError, ValueError) as exc:
             problems.append(
                 Problem(
-                    f"{not_parquet.problem}: record {record + 1} is damaged ({str(exc)[:100]})",
+                    f"{not_parquet.problem}: record {record + 1} is damaged{_detail(exc)}",
                     not_parquet.fix,
                     row=record + 1,
                 )
             )
+
+
+def _from_binary(value: Any) -> Any:
+    """A Parquet binary cell as text when it is UTF-8 (some writers, e.g. Spark, store text
+    that way); other bytes stay bytes and are refused by the field's parser."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
 
 
 _READERS: dict[str, Callable[[Path, list[Problem]], Iterator[_Record]]] = {
@@ -820,10 +1001,23 @@ def _open_problem(path: Path) -> Problem | None:
     return None
 
 
+def _link_outside_data(path: Path) -> Path | None:
+    """The target of ``path`` when it is a link to a file outside the data directory."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    inside = Path(os.path.realpath(settings.data_dir()))
+    return None if target.is_relative_to(inside) else target
+
+
 def load_campaign(path: Path) -> Campaign:
     """Read and validate a CSV, JSONL or Parquet campaign; raise CampaignError on bad input.
 
-    Every problem in the file is collected and reported in one error; nothing is written.
+    Every problem in the file is collected and reported in one error; nothing is written. The
+    campaign is named after ``path`` as given, a link's own name when it is one. A link to a
+    file outside the data directory may point anywhere (``passwd.csv`` -> ``/etc/passwd``) and
+    its errors can end up in the Dagster UI, so they then locate problems (row, column) but
+    never quote the file's content.
     """
     path = Path(path)
     opened = _open_problem(path)
@@ -835,6 +1029,25 @@ def load_campaign(path: Path) -> Campaign:
     except CampaignError as exc:
         name = ""
         problems.append(Problem(exc.problem, exc.fix))
+    target = _link_outside_data(path)
+    note = (
+        f"values not quoted: this is a link to {_printable(str(target))}, outside the data "
+        "directory"
+        if target
+        else ""
+    )
+    quoting = _QUOTING.set(target is None)
+    try:
+        rows = _read_rows(path, problems)
+    finally:
+        _QUOTING.reset(quoting)
+    if problems:
+        raise CampaignError.from_problems(path, _ordered(problems), note)
+    return Campaign(name=name, source=path, rows=rows)
+
+
+def _read_rows(path: Path, problems: list[Problem]) -> tuple[PromptRow, ...]:
+    """The file's valid rows; every problem found is added to ``problems``."""
     validator = _RowValidator()
     reader = _READERS[FORMATS[path.suffix.lower()]]
     try:
@@ -855,17 +1068,18 @@ def load_campaign(path: Path) -> Campaign:
     problems += validator.finish()
     if not problems and not validator.rows:
         problems.append(Problem("the file has no prompts", "add one row per prompt"))
-    if problems:
-        raise CampaignError.from_problems(path, _ordered(problems))
-    return Campaign(name=name, source=path, rows=tuple(validator.rows))
+    return tuple(validator.rows)
 
 
 def _ordered(problems: list[Problem]) -> list[Problem]:
-    """File-level problems first, then by row, keeping the order found within a row."""
+    """File-level problems first, then by row: the row's own, its known fields, its tags."""
     order = {name: i for i, name in enumerate(_KNOWN)}
     return sorted(
         problems,
-        key=lambda p: (-1 if p.row is None else p.row, order.get(p.column or "", -1)),
+        key=lambda p: (
+            -1 if p.row is None else p.row,
+            order.get(p.column, len(_KNOWN)) if p.column else -1,
+        ),
     )
 
 
@@ -914,10 +1128,18 @@ class _RowValidator:
                 )
             else:
                 self._seen[prompt_id] = (row, as_written)
+        clean_tags: dict[str, str] = {}
+        for name, value in tags.items():
+            try:
+                text = _parse_tag(value)
+            except _Bad as bad:
+                found.append(Problem(bad.problem, bad.fix, row=row, column=name))
+                continue
+            if text:
+                clean_tags[name] = text
         self.problems += [p for p in found if p.fix != _ID_RULE]
         if found or len(fields) < len(_KNOWN):
             return
-        clean_tags = {k: v for k, v in ((k, _tag_value(v)) for k, v in tags.items()) if v}
         self.rows.append(
             PromptRow(
                 prompt_id=prompt_id,
@@ -933,7 +1155,8 @@ class _RowValidator:
         """All problems, with a collision-free suggestion for each id that was rejected."""
         taken = set(self._seen)
         for row, raw, problem in self._bad_ids:
-            suggestion = suggest_name(raw, MAX_ID_CHARS, allow_dash=True)
+            # A suggestion is made of the id, so it quotes the file: none when that is not allowed.
+            suggestion = suggest_name(raw, MAX_ID_CHARS, allow_dash=True) if _QUOTING.get() else ""
             base, n = suggestion, 2
             while suggestion and suggestion in taken:
                 suffix = f"_{n}"

@@ -24,10 +24,16 @@ CAMPAIGN_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
 def resolve_campaign_file(argument: str) -> Path:
-    """A path to a campaign file, or the name of a campaign already in the campaigns folder."""
+    """A path to a campaign file, or the name of a campaign already in the campaigns folder.
+
+    A link is kept, not resolved: the campaign is named after the name the user typed (the
+    link's), by path as by name, as the sensors and the Dagster UI name it. A link such as
+    ``spring.csv -> exports/2026-03_v7.csv`` is how people keep a stable name on a changing
+    export; naming the campaign after the target would rename its partitions on every export.
+    """
     path = Path(argument).expanduser()
     if path.exists():
-        return path.resolve()
+        return Path(os.path.abspath(path))
     if os.sep not in argument and "." not in argument:
         found = [
             settings.campaigns_dir() / f"{argument}{suffix}"
@@ -85,7 +91,7 @@ def stage(source: Path, campaign: str, *, replace: bool) -> Path:
         for suffix in CAMPAIGN_SUFFIXES
         if (folder / f"{campaign}{suffix}").exists()
     ]
-    same_origin = _origins().get(campaign) == str(source.resolve())
+    same_origin = _origins().get(campaign) in (str(source), str(source.resolve()))
     for existing in clashes:
         if existing == destination and filecmp.cmp(existing, source, shallow=False):
             return destination  # the same file again: nothing to copy
@@ -126,7 +132,7 @@ def _origins() -> dict[str, str]:
 
 def _remember_origin(campaign: str, source: Path) -> None:
     origins = _origins()
-    origins[campaign] = str(source.resolve())
+    origins[campaign] = str(source)  # as typed: a link re-pointed at a new export is the same
     path = _origins_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")

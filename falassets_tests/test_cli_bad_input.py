@@ -133,3 +133,86 @@ def test_bad_options_exit_2_without_traceback(sim, existing_state, home, capsys)
         assert code == 2, argv
         assert "Traceback" not in err
     assert sim.ledger()["totals"]["accepted"] == 0
+
+
+# A lone surrogate escape is valid JSON but not text: it cannot be written as UTF-8 anywhere
+# (table, lineage, Dagster), so it must be refused with the file before anything happens.
+LONE_SURROGATES: dict[str, tuple[bytes, list[str]]] = {
+    "in a tag": (
+        b'{"id": "a", "prompt": "x", "tag\\udfff": "v\\ud83d"}\n',
+        ["row 1", "surrogate", '"tag\\udfff"', '"v\\ud83d"'],
+    ),
+    "in a prompt": (
+        b'{"id": "a", "prompt": "hello \\ud800 world"}\n',
+        ["row 1", "column 'prompt'", "surrogate", "\\ud800"],
+    ),
+}
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+@pytest.mark.parametrize("case", sorted(LONE_SURROGATES))
+def test_a_lone_surrogate_exits_2_before_anything_is_copied_registered_or_run(
+    case, dry_run, sim, existing_state, home, capsys
+) -> None:
+    content, words = LONE_SURROGATES[case]
+    bad = existing_state / "incoming" / "autumn.jsonl"
+    write_bytes(bad, content)
+    before = snapshot(existing_state)
+
+    code, out, err = run_cli(capsys, "run", str(bad), *(["--dry-run"] if dry_run else []))
+
+    assert code == 2, (out, err)
+    err.encode("utf-8")  # the message itself is printable text
+    assert f"{bad}, row 1" in err and "Fix:" in err
+    for word in words:
+        assert word in err, (word, err)
+    assert "Traceback" not in err
+    assert snapshot(existing_state) == before  # nothing copied into campaigns/, no state
+    assert not home.exists()  # no Dagster run, so no failed run to pile up on a rerun
+    assert sim.ledger()["totals"]["accepted"] == 0
+
+
+@pytest.fixture
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder outside the data directory."""
+    return tmp_path_factory.mktemp("outside")
+
+
+def test_a_symlinked_campaign_is_named_after_the_link_by_path_and_by_name(
+    sim, data_dir, outside, home, capsys
+) -> None:
+    target = write_csv(outside / "export_2026_03_v2.csv", {"hero_1": "a red bicycle"})
+    in_folder = data_dir / "campaigns" / "spring.csv"
+    in_folder.parent.mkdir(parents=True)
+    in_folder.symlink_to(target)
+    elsewhere = outside / "autumn.csv"
+    elsewhere.symlink_to(target)
+
+    for argument, name in (
+        (str(in_folder), "spring"),
+        ("spring", "spring"),
+        (str(elsewhere), "autumn"),
+    ):
+        code, out, err = run_cli(capsys, "run", argument, "--dry-run")
+        assert code == 0, (argument, out, err)
+        assert f"campaign '{name}'" in out, (argument, out)
+    assert sim.ledger()["totals"]["accepted"] == 0
+
+
+def test_an_error_in_a_file_reached_through_a_link_quotes_none_of_its_content(
+    sim, data_dir, outside, home, capsys
+) -> None:
+    secret = outside / "passwd"
+    secret.write_text("secretuser:x:0:0:hunter2:/home/secretuser:/bin/sh\nFAL_KEY=sk-live-123\n")
+    link = data_dir / "campaigns" / "passwd.csv"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+
+    for argument in (str(link), "passwd"):
+        code, out, err = run_cli(capsys, "run", argument)
+        assert code == 2, (argument, out, err)
+        assert f"error: {link}, row 1:" in err, err  # the name typed, not the target's
+        assert "'id'" in err and "'prompt'" in err and "Fix:" in err
+        for content in ("secretuser", "hunter2", "sk-live"):
+            assert content not in out + err, (content, err)
+    assert not home.exists()

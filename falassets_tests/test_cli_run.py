@@ -84,6 +84,27 @@ def test_dry_run_prints_cost_and_time_and_sends_nothing(sim, data_dir, home, cap
     assert not home.exists()
 
 
+def test_a_link_re_pointed_at_a_new_export_is_the_same_campaign_staged_as_a_copy(
+    data_dir, tmp_path_factory
+) -> None:
+    """``spring.csv -> export_v1.csv``, later ``-> export_v2.csv``: the campaign keeps the
+    link's name and the new export is its next version (no --replace), copied as a file."""
+    from falassets.cli_run import resolve_campaign_file, stage
+
+    exports = tmp_path_factory.mktemp("exports")
+    link = exports / "spring.csv"
+    staged = data_dir / "campaigns" / "spring.csv"
+    for version, prompt in (("v1", "a red bicycle"), ("v2", "a blue bicycle")):
+        target = write_csv(exports / f"export_{version}.csv", {"hero_1": prompt})
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        source = resolve_campaign_file(str(link))
+        assert source == link
+
+        assert stage(source, "spring", replace=False) == staged
+        assert not staged.is_symlink() and staged.read_bytes() == target.read_bytes()
+
+
 def test_failed_renders_exit_1_and_are_listed_with_their_error_type(
     sim, data_dir, home, capsys
 ) -> None:
