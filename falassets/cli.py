@@ -18,6 +18,7 @@ Without FAL_KEY everything runs on the built-in emulator and is labelled simulat
 
 EPILOG = """\
 start here:
+  falassets doctor [--render]          is this machine ready for fal? (key, TLS, history)
   falassets demo                       the whole flow on the emulator, then where to look
   falassets run data/campaigns/example.csv --dry-run
   falassets run data/campaigns/example.csv
@@ -41,7 +42,7 @@ DELEGATED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from falassets import cli_commands, cli_run, demo
+    from falassets import cli_commands, cli_doctor, cli_reconcile, cli_run, demo
 
     parser = argparse.ArgumentParser(
         prog="falassets",
@@ -53,10 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_run.add_parser(subparsers)
     cli_commands.add_parsers(subparsers)
     demo.add_parser(subparsers)
-    # -- falassets reconcile (issue 6, falassets/cli_reconcile.py) --
-    from falassets import cli_reconcile
-
     cli_reconcile.add_parser(subparsers)
+    cli_doctor.add_parser(subparsers)
     for name, (_module, summary) in DELEGATED.items():
         subparsers.add_parser(name, help=summary, add_help=False)
     return parser
