@@ -88,15 +88,19 @@ def wait_for(what: str, check: Callable[[], Any], deadline_s: float, log: Path) 
 
 
 class DagsterDev:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    """`dagster dev` on a free loopback port; ``webserver_only`` runs `dagster-webserver`
+    instead (the same UI over the same home, without the daemon's sensors launching runs)."""
+
+    def __init__(self, env: dict[str, str], log: Path, *, webserver_only: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/graphql"
         self.log = log
         self._log_handle = log.open("wb")
+        program = ["dagster-webserver"] if webserver_only else ["dagster", "dev"]
         self.process = subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("dagster")),
-                "dev",
+                str(Path(sys.executable).with_name(program[0])),
+                *program[1:],
                 "-w",
                 str(REPO / "workspace.yaml"),
                 "-h",

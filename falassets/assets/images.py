@@ -1,7 +1,11 @@
 """Small pictures for the Dagster UI: inline thumbnails and contact sheets of drafts.
 
-Dagster shows markdown metadata inline only under ~1,000 characters and keeps every
-materialization's metadata in the event log, so inline thumbnails are tiny WebP data URIs.
+Dagster's UI (1.13) renders markdown metadata with react-markdown and rehype-sanitize but
+without rehype-raw: raw HTML such as ``<img src=...>`` is dropped, leaving an empty cell, while
+the markdown image syntax ``![alt](data:...)`` becomes an ``<img>`` (its sanitizer allows
+``data:`` for ``src``). It shows markdown inline only under 1,000 characters (longer values sit
+behind "Show Markdown") and keeps every materialization's metadata in the event log, so inline
+thumbnails are tiny WebP data URIs.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _img_tag(data: bytes, mime: str, alt: str) -> str:
-    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{alt}"/>'
+def _markdown_image(data: bytes, mime: str, alt: str) -> str:
+    """``![alt](data:...)``: the only image form Dagster's markdown sanitizer keeps."""
+    label = "".join(f"\\{char}" if char in "\\[]" else char for char in alt.replace("\n", " "))
+    return f"![{label}](data:{mime};base64,{base64.b64encode(data).decode()})"
 
 
 def inline_thumbnail(path: Path, alt: str = "thumbnail") -> str | None:
-    """Markdown ``<img>`` with a data URI that stays under the inline limit, or None."""
+    """A markdown image with a data URI that stays under the inline limit, or None."""
     try:
         with Image.open(path) as source:
             source.draft("RGB", (128, 128))  # cheap downscale while decoding JPEGs
@@ -40,9 +46,9 @@ def inline_thumbnail(path: Path, alt: str = "thumbnail") -> str | None:
         small = image.copy()
         small.thumbnail((edge, edge))
         for quality in (45, 25):
-            tag = _img_tag(_encode(small, "WEBP", quality), "image/webp", alt)
-            if len(tag) <= INLINE_MARKDOWN_LIMIT:
-                return tag
+            markdown = _markdown_image(_encode(small, "WEBP", quality), "image/webp", alt)
+            if len(markdown) <= INLINE_MARKDOWN_LIMIT:
+                return markdown
     return None
 
 
@@ -81,10 +87,11 @@ def contact_sheet(
 
 
 def sheet_data_uri(sheet: Image.Image, *, max_edge: int = 480, alt: str = "contact sheet") -> str:
-    """A downscaled JPEG data URI of a sheet for the UI (the full PNG is on disk)."""
+    """A markdown image of a downscaled JPEG of a sheet, shown behind Dagster's "Show
+    Markdown" (it is over the inline limit); the full PNG is on disk."""
     small = sheet.copy()
     small.thumbnail((max_edge, max_edge))
-    return _img_tag(_encode(small, "JPEG", 60), "image/jpeg", alt)
+    return _markdown_image(_encode(small, "JPEG", 60), "image/jpeg", alt)
 
 
 def _load_tile(path: Path | None, cell: int) -> Image.Image | None:
