@@ -338,8 +338,8 @@ def _run(args: argparse.Namespace, outcome: dict) -> int:
         pass_flag = "" if args.pass_name == "draft" else " --pass final"
         print(
             f"Retry: `falassets run {campaign.name}{pass_flag}` renders only what failed or "
-            "is missing (completed renders are reused), or use 'Backfill failed and missing' "
-            "in the Dagster UI.",
+            "is missing (completed renders are reused), or in the Dagster UI: Materialize… → "
+            "Failed and missing → Launch backfill.",
             file=sys.stderr,
         )
         return 1

@@ -82,7 +82,7 @@ def test_materialized_partitions_carry_request_cost_image_and_thumbnail(
     assert metadata["sha256"] == row["sha256"]
     assert metadata["image_path"] == row["image_path"]
     assert metadata["simulated"] is True
-    assert metadata["thumbnail"].startswith('<img src="data:image/')
+    assert metadata["thumbnail"].startswith("![ok_1](data:image/webp;base64,")
     assert len(metadata["thumbnail"]) < 1000  # Dagster shows it inline below 1,000 characters
     ledger = sim.ledger()["requests"]
     assert [r["input"]["quality"] for r in ledger] == ["low", "low"]

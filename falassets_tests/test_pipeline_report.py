@@ -71,4 +71,6 @@ def test_report_figures_match_the_lineage(sim, data_dir) -> None:
     assert sheet_path.is_relative_to(settings.data_dir())
     with Image.open(sheet_path) as sheet:
         assert sheet.format == "PNG" and sheet.width >= 3 * 160
-    assert report["contact_sheet_preview"].startswith('<img src="data:image/jpeg;base64,')
+    assert report["contact_sheet_preview"].startswith(
+        "![spring contact sheet](data:image/jpeg;base64,"
+    )

@@ -3,7 +3,7 @@
 The pattern (see the Dagster notes in the project reference): an async generator asset with
 ``output_required=False`` yields one ``AssetMaterialization`` per partition that really
 rendered, as it completes, then raises ``dagster.Failure`` naming the partitions that did not.
-Dagster then marks exactly those partitions failed, and "backfill failed and missing" picks
+Dagster then marks exactly those partitions failed, and Materialize… → Failed and missing picks
 them up. Returning normally would mark every partition of the range materialized.
 """
 
@@ -163,8 +163,9 @@ def failure(failures: Mapping[str, tuple[str, str]], *, rendered: int) -> dg.Fai
     return dg.Failure(
         description=(
             f"{len(failures)} partition(s) failed ({summary}); {rendered} rendered and "
-            "materialized. Retry with 'Backfill failed and missing' or `falassets run` again:\n"
-            + "\n".join(lines)
+            "materialized. Retry: in the Dagster UI Materialize… → Failed and missing → "
+            "Launch backfill (one run per contiguous block of failed keys), or `falassets run` "
+            "again:\n" + "\n".join(lines)
         ),
         metadata={
             "failed": len(failures),
