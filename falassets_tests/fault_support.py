@@ -37,6 +37,7 @@ async def main():
         async for outcome in engine.render(jobs):
             print(json.dumps({"prompt_id": outcome.job.prompt_id, "status": outcome.status,
                               "error_type": outcome.error_type}), flush=True)
+        print(json.dumps({"spend_usd": engine.progress().spend_usd}), flush=True)
 
 asyncio.run(main())
 """
@@ -79,8 +80,15 @@ def outcomes_of(stdout: str) -> dict[str, dict[str, Any]]:
     for line in stdout.splitlines():
         if line.startswith("{"):
             data = json.loads(line)
-            found[data["prompt_id"]] = data
+            if "prompt_id" in data:
+                found[data["prompt_id"]] = data
     return found
+
+
+def reported_spend(stdout: str) -> float:
+    """The spend a child's engine reported at the end of its batch."""
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return next(line["spend_usd"] for line in reversed(lines) if "spend_usd" in line)
 
 
 def journal_line_count() -> int:

@@ -55,9 +55,9 @@ async def test_sigkilled_batch_is_resumed_without_resubmitting(sim, data_dir: Pa
     resumed = {o.request_id for o in outcomes} & in_flight
     assert resumed == in_flight
     rows = lineage_rows()
+    # collected by this run, billed to (and counted in the spend of) the run that submitted it
     assert all(
-        rows[rid]["status"] == "completed" and rows[rid]["run_id"] == "test-run"
-        for rid in in_flight
+        rows[rid]["status"] == "completed" and rows[rid]["run_id"] == "doomed" for rid in in_flight
     )
 
 

@@ -5,6 +5,7 @@ billed once, and lineage holds every request id the emulator accepted.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from falassets.fal.jobs import RenderJob
 from falassets.sim.control import SimProcess
-from falassets_tests.engine_support import lineage_rows, make_jobs, wait_for
+from falassets_tests.engine_support import billed_inputs, lineage_rows, make_jobs, wait_for
 from falassets_tests.fault_support import (
     assert_promises,
     figures,
@@ -157,3 +158,51 @@ def test_emulator_killed_and_restarted_mid_batch(mode: str, data_dir: Path) -> N
         fig = record(figures("emulator_restart", mode, own_sim.ledger(), statuses))
     assert_promises(fig)
     assert fig.billed == len(jobs) and fig.wasted_usd == 0
+
+
+def test_request_finished_while_emulator_down_is_collected_not_resubmitted(data_dir: Path) -> None:
+    """fal finished (and billed) a request; the way to its result and output is gone for longer
+    than the batch retries. The next run collects that request: it never submits the input
+    again (the double bill behind the flaky restart test of issue 10)."""
+    state = Path(tempfile.mkdtemp(prefix="falassets-sim-state-")) / "state.jsonl"
+    with SimProcess.start("--latency-low", "3.0", "--state-file", str(state)) as own_sim:
+        jobs = make_jobs(1, tag="uncollected")
+        fast = {"concurrency": 1, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "retry_budget": 2}
+        child = spawn_batch(jobs, run_id="collect-1", env=own_sim.env(), **fast)
+        try:
+            wait_for(
+                lambda: (
+                    own_sim.ledger()["http"]["stream"] >= 1
+                    and [r["status"] for r in lineage_rows().values()] == ["pending"]
+                ),
+                timeout=60,
+                what="the request recorded pending and its status stream open",
+            )
+            # Freeze the engine while fal completes the request: the COMPLETED event waits in
+            # the engine's socket; the emulator then dies before the engine reads it.
+            os.kill(child.pid, signal.SIGSTOP)
+            wait_for(
+                lambda: own_sim.ledger()["requests"][0]["status"] == "COMPLETED",
+                timeout=60,
+                what="the request completed at the emulator",
+            )
+            own_sim.ledger()  # served after the stream task ran: the event is in the socket
+            own_sim.kill()
+            os.kill(child.pid, signal.SIGCONT)
+            first = _finish(child)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        assert first[jobs[0].prompt_id]["status"] == "failed"
+        (request_id,) = lineage_rows()
+        assert lineage_rows()[request_id]["status"] == "pending"  # left to collect, unbilled
+
+        own_sim.restart()
+        second = _finish(spawn_batch(jobs, run_id="collect-2", env=own_sim.env(), **fast))
+        ledger = own_sim.ledger()
+    assert second[jobs[0].prompt_id]["status"] == "completed"
+    assert [r["request_id"] for r in ledger["requests"]] == [request_id]
+    assert max(billed_inputs(ledger).values()) == 1
+    row = lineage_rows()[request_id]
+    assert row["status"] == "completed" and Path(row["image_path"]).is_file()

@@ -39,6 +39,7 @@ from falassets.fal.retry import (
     Failure,
     backoff_delay,
     classify_exception,
+    is_transport_failure,
 )
 from falassets.lineage.journal import utc_now
 
@@ -341,7 +342,7 @@ class RenderEngine:
 
         # A request an earlier run left at fal is followed, never submitted again.
         for prior in self._prior.pending.pop(job.key, []):
-            row = resumed_row(job, prior, run_id=self.run_id, simulated=self.simulated)
+            row = resumed_row(job, prior, simulated=self.simulated)
             self.log.info(f"{job.partition_key}: resuming pending request {row['request_id']}")
             request = QueuedRequest(
                 row["request_id"], row["status_url"], row["response_url"], row["cancel_url"]
@@ -622,6 +623,33 @@ class RenderEngine:
     async def _fetch(
         self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, started: float
     ) -> _Attempt:
+        """Collect a request fal reported COMPLETED: its result, then its output.
+
+        fal has billed it by now, so a collection that fails on the way (connection, timeout,
+        ingress error) is retried on the same request and, past the retry budget, the row is
+        left pending with the reason: the next run collects it. Submitting again would bill
+        the same input twice."""
+        for retry in range(1, self.config.retry_budget + 1):
+            step = await self._collect(job, row, request, started)
+            if not isinstance(step, Failure):
+                return step
+            if retry < self.config.retry_budget:
+                await self._backoff(job, retry, step)
+        row.update(error_type=step.error_type, error_message=self._redact(step.message))
+        if row.get("cost_usd"):
+            self._count_spend(row)
+        await self._write(row)  # still pending: `falassets run` again collects it, unbilled
+        self.log.warning(
+            f"{job.partition_key}: request {request.request_id} finished at fal but could not be "
+            f"collected ({step.error_type}); the next run collects it without resubmitting"
+        )
+        return _Attempt(row, "failed", step)
+
+    async def _collect(
+        self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, started: float
+    ) -> _Attempt | Failure:
+        """One try at the result and its output: the final attempt, or an UNCOLLECTED
+        failure that says nothing about the request (try again later)."""
         price = _price(job.input)
         try:
             result = await self.queue.result(request)
@@ -629,6 +657,8 @@ class RenderEngine:
             failure = self._classify(error)
             if failure.action is Action.AUTH:
                 raise FalAuthError(failure.message, failure.error_type) from None
+            if is_transport_failure(error):
+                return replace(failure, action=Action.UNCOLLECTED)
             billed = 0.0
             if isinstance(error, FalClientHTTPError):
                 headers = {k.lower(): v for k, v in error.response_headers.items()}
@@ -651,6 +681,8 @@ class RenderEngine:
             stored = await self._download(job, image["url"])
         except downloads.DownloadError as error:
             failure = Failure(Action.REFUSED, error.kind, self._redact(str(error)))
+            if error.transient:
+                return replace(failure, action=Action.UNCOLLECTED)
             return await self._fail(row, failure, cost=cost)
         row.update(
             status="completed",
@@ -662,8 +694,9 @@ class RenderEngine:
             height=stored.height,
             http_status=200,
             error_type=None,
+            error_message=None,
         )
-        self._spend += cost
+        self._count_spend(row)
         await self._write(row)
         return _Attempt(row, "completed")
 
@@ -696,11 +729,21 @@ class RenderEngine:
             completed_at=utc_now(),
             cost_usd=cost,
         )
-        self._spend += cost
+        self._count_spend(row)
         await self._write(row)
         return _Attempt(row, "failed", failure)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def billed_by_us(self, row: dict[str, Any]) -> bool:
+        """Whether this run made (and so pays for) the request of ``row``. A request this run
+        only follows (another process's, or a crashed run's) keeps its submitter's run id and
+        counts in that run's spend, so concurrent runs never report one bill twice."""
+        return row.get("run_id") == self.run_id
+
+    def _count_spend(self, row: dict[str, Any]) -> None:
+        if self.billed_by_us(row):
+            self._spend += float(row.get("cost_usd") or 0.0)
 
     def _outcome(
         self, job: RenderJob, last: _Attempt, request_ids: list[str], submits: int
@@ -718,7 +761,7 @@ class RenderEngine:
             sha256=row.get("sha256"),
             width=row.get("width"),
             height=row.get("height"),
-            cost_usd=float(row.get("cost_usd") or 0.0),
+            cost_usd=float(row.get("cost_usd") or 0.0) if self.billed_by_us(row) else 0.0,
             latency_s=row.get("latency_s"),
             attempts=max(1, submits),
             request_ids=tuple(request_ids),

@@ -38,6 +38,7 @@ _KEPT = (
     "response_url",
     "cancel_url",
     "recorded_at",
+    "run_id",
 )
 
 
@@ -63,9 +64,16 @@ def new_row(job: RenderJob, *, run_id: str, simulated: bool, attempt: int) -> di
     return row
 
 
-def resumed_row(job: RenderJob, prior: dict[str, Any], *, run_id: str, simulated: bool) -> dict:
-    """The row of a request an earlier process left pending, now followed by this run."""
-    row = new_row(job, run_id=run_id, simulated=simulated, attempt=int(prior.get("attempt") or 1))
+def resumed_row(job: RenderJob, prior: dict[str, Any], *, simulated: bool) -> dict[str, Any]:
+    """The row of a request an earlier process left pending, now followed by this run. It
+    keeps the ``run_id`` of the run that submitted it: that run was billed for it, and a
+    run's spend is the cost of the rows under its id."""
+    row = new_row(
+        job,
+        run_id=str(prior.get("run_id") or ""),
+        simulated=simulated,
+        attempt=int(prior.get("attempt") or 1),
+    )
     for name in ("request_id", "submitted_at", "status_url", "response_url", "cancel_url"):
         row[name] = prior.get(name)
     row["status"] = "pending"

@@ -27,6 +27,9 @@ class Action(enum.Enum):
     REFUSED = "refused"  # the input will never work (422, content policy): record, never retry
     AUTH = "auth"  # fal cannot be used as configured (key refused, host not trusted): stop all
     EXPIRED = "expired"  # the result is gone: resubmit once
+    # fal finished the request (and billed it) but we could not fetch its result or output:
+    # collect it again later, never resubmit (that would bill the same input twice)
+    UNCOLLECTED = "uncollected"
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,15 @@ def is_ingress_error(status: int, headers: Mapping[str, str], text: str) -> bool
         and "x-fal-request-id" not in {k.lower() for k in headers}
         and "nginx" in text.lower()
     )
+
+
+def is_transport_failure(error: BaseException) -> bool:
+    """Whether a failed call says nothing about the request itself, only about the way to
+    it: the connection, a timeout, or fal's load balancer (an ingress error)."""
+    if isinstance(error, FalClientHTTPError):
+        response = error.response
+        return is_ingress_error(error.status_code, response.headers, response.text)
+    return isinstance(error, httpx.TransportError | httpx.TimeoutException)
 
 
 def classify_response(status: int, headers: Mapping[str, str], body: Any, text: str) -> Failure:
