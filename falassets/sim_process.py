@@ -60,7 +60,7 @@ def recorded_pid() -> int | None:
     return pid if b"falassets.cli" in cmdline and b"sim" in cmdline else None
 
 
-def _ledger_totals(address: str, timeout: float) -> dict[str, int] | bool:
+def _counts(address: str, timeout: float) -> dict[str, int] | bool:
     """The emulator's running/queued/accepted counts when this data dir's emulator answers at
     ``address`` (its certificate is the one under the state folder); else whether something
     else listens there (True) or nothing does (False)."""
@@ -68,13 +68,15 @@ def _ledger_totals(address: str, timeout: float) -> dict[str, int] | bool:
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else None
     try:
         response = httpx.get(
-            f"https://{address}/_sim/ledger",
+            f"https://{address}/_sim/health",
             verify=context or True,
             trust_env=False,
             timeout=timeout,
         )
         response.raise_for_status()
-        return dict(response.json()["totals"]) if context else True
+        health = response.json()
+        counts = {"running": health["running"], "queued": health["queued"]}
+        return {**counts, "accepted": health["requests"]} if context else True
     except (httpx.ConnectError, httpx.ConnectTimeout) as error:
         return _caused_by_tls(error)  # refused or timed out: nothing listens
     except (httpx.HTTPError, ssl.SSLError, ValueError, KeyError, TypeError, OSError):
@@ -94,7 +96,7 @@ def _caused_by_tls(error: BaseException) -> bool:
 
 def status(timeout: float = 3.0) -> EmulatorStatus:
     address = settings.default_sim_address()
-    totals = _ledger_totals(address, timeout)
+    totals = _counts(address, timeout)
     if not isinstance(totals, dict):
         return EmulatorStatus(address, False, recorded_pid(), other_listener=totals)
     return EmulatorStatus(

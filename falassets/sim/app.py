@@ -630,6 +630,8 @@ class SimApp:
                 "simulated": True,
                 "uptime_s": round(time.time() - self.started_at, 3),
                 "requests": len(self.scheduler.requests),
+                "running": len(self.scheduler.running),
+                "queued": len(self.scheduler.waiting),
             }
         )
 

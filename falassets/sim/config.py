@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
             + ", ".join(f"{v} (or {v}_ONCE)" for v in TRIGGERS.values())
             + "; the policy word triggers content_policy_violation."
         ),
+        epilog=(
+            "The built-in emulator falassets starts without FAL_KEY: "
+            "`falassets sim status` | `falassets sim stop [--force]`."
+        ),
     )
     add = parser.add_argument
     add("--port", type=int, default=0, help="port on 127.0.0.1 (0: pick a free one)")
