@@ -125,14 +125,19 @@ async def test_history_status_filter_selects_by_final_status_code(sim) -> None:
     }
 
 
-async def test_history_absent_and_forbidden_knobs(sim) -> None:
+async def test_history_absent_forbidden_and_unavailable_knobs(sim) -> None:
     async with client() as http:
         sim.configure(history="absent")
         absent = await http.get(HISTORY, params={"endpoint_id": T2I})
         sim.configure(history="forbidden")
         forbidden = await http.get(HISTORY, params={"endpoint_id": T2I})
+        sim.configure(history="unavailable")
+        unavailable = await http.get(HISTORY, params={"endpoint_id": T2I})
+        accepted = await submit(http, request_input("the queue still works"))
     assert absent.status_code == 404
     assert forbidden.status_code == 403 and "key" in forbidden.json()["detail"]
+    assert unavailable.status_code == 503
+    assert accepted["request_id"]
 
 
 async def test_history_lists_live_requests_unless_finished_only(sim) -> None:

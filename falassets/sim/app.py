@@ -561,6 +561,8 @@ class SimApp:
         if config.history == "forbidden":
             detail = "This key is not allowed to list requests (needs an admin key)."
             return json_response({"detail": detail}, 403)
+        if config.history == "unavailable":
+            return json_response({"detail": "Service Unavailable"}, 503)
         try:
             query = _history_query(request)
         except ValueError as error:

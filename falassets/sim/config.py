@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("queue", "reject")
-#: fal's request history: served (documented), absent (404) or forbidden for this key (403).
-HISTORY_MODES = ("on", "absent", "forbidden")
+#: fal's request history: served (documented), absent (404), forbidden for this key (403), or
+#: unavailable (503 while the queue itself still works: an outage of the API host alone).
+HISTORY_MODES = ("on", "absent", "forbidden", "unavailable")
 #: The status stream: as documented, absent (404 or 405), broken after its first event, or
 #: idle (keep-alive comments, never an event, never closed by the server).
 STREAM_MODES = ("on", "absent_404", "absent_405", "broken", "idle")
