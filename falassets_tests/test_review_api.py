@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,14 @@ def test_the_page_carries_its_token_and_a_strict_policy(server: ReviewServer) ->
     assert page.headers["x-content-type-options"] == "nosniff"
     assert server.request("GET", "/static/").status == 404  # no listing
     assert server.request("GET", "/static/review.js").status == 200
+
+
+def test_the_key_bar_says_that_p_x_u_move_on(server: ReviewServer) -> None:
+    """P / X / U decide and then move to the next draft: the on-page key bar says so."""
+    page = server.request("GET", "/").body.decode()
+    bar = page[page.index('<span id="keys"') : page.index("</span>", page.index('id="keys"'))]
+    text = " ".join(re.sub(r"<[^>]+>", " ", bar).split())
+    assert "P pick X reject U clear (each moves to the next) Z undo" in text
 
 
 def test_images_under_the_data_dir_are_served(server: ReviewServer) -> None:
