@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from falassets import settings
 from falassets.fal.jobs import RenderJob, RenderOutcome, canonical_json
@@ -130,3 +133,17 @@ def request_http_total(ledger: dict[str, Any]) -> int:
 
 def files_exist(outcomes: list[RenderOutcome]) -> bool:
     return all(o.image_path is not None and Path(o.image_path).is_file() for o in outcomes)
+
+
+def post_to_emulator(sim: Any, payload: dict[str, Any]) -> str:
+    """Submit straight to the emulator, as a process that died before journalling would;
+    returns the request id fal assigned."""
+    context = ssl.create_default_context(cafile=str(sim.cert_file))
+    with httpx.Client(verify=context, trust_env=False) as client:
+        response = client.post(
+            f"{sim.url}/openai/gpt-image-2",
+            content=canonical_json(payload),
+            headers={"Authorization": "Key simulated-no-key", "content-type": "application/json"},
+        )
+    response.raise_for_status()
+    return response.json()["request_id"]

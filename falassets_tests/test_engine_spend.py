@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from falassets import settings
 from falassets.cli_progress import PassWatcher
-from falassets_tests.engine_support import FAST, lineage_rows, make_jobs, wait_for
+from falassets.fal.intents import IntentLog
+from falassets_tests.engine_support import (
+    FAST,
+    lineage_rows,
+    make_jobs,
+    post_to_emulator,
+    render_all,
+    wait_for,
+)
 from falassets_tests.fault_support import outcomes_of, reported_spend, spawn_batch
 
 
@@ -54,3 +63,22 @@ def test_two_concurrent_passes_each_report_only_their_own_bills(sim, data_dir: P
     journal_spend = {run: watcher.poll().spend_usd for run, watcher in watchers.items()}
     assert engine_spend == journal_spend == {"pass-a": bill, "pass-b": 0.0}
     assert sum(journal_spend.values()) == pytest.approx(bill)
+
+
+async def test_a_request_adopted_from_another_runs_submit_is_that_runs_spend(
+    sim, data_dir: Path
+) -> None:
+    """Run B adopts (from fal's history) a request run A sent but had not journalled yet:
+    the bill stays with run A; B reports nothing spent."""
+    (job,) = make_jobs(1, tag="adopt")
+    intents = IntentLog(settings.state_dir() / "intents")
+    intents.sent(job.key, "pass-a")  # run A is mid-submit: sent, answer not journalled yet
+    intents.close()
+    request_id = post_to_emulator(sim, job.input)
+
+    (outcome,) = await render_all([job])  # run "test-run" adopts it
+
+    assert outcome.ok and outcome.request_id == request_id
+    assert outcome.cost_usd == 0.0
+    assert lineage_rows()[request_id]["run_id"] == "pass-a"
+    assert sim.ledger()["totals"]["accepted"] == 1

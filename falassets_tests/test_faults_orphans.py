@@ -6,18 +6,22 @@ they are still running, and reported with what they cost.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from pathlib import Path
 
-import httpx
 import pytest
 
 from falassets import settings
 from falassets.fal.intents import IntentLog
-from falassets.fal.jobs import RenderJob, canonical_json
+from falassets.fal.jobs import RenderJob
 from falassets.fal.pricing import price_usd
 from falassets.fal.resource import FalRenderer
-from falassets_tests.engine_support import lineage_rows, make_jobs, render_all, wait_for
+from falassets_tests.engine_support import (
+    lineage_rows,
+    make_jobs,
+    post_to_emulator,
+    render_all,
+    wait_for,
+)
 from falassets_tests.fault_support import figures, record
 from falassets_tests.test_cli_support import run_cli
 
@@ -28,19 +32,6 @@ def _with_word(job: RenderJob, word: str) -> RenderJob:
     return RenderJob(
         **{**job.__dict__, "input": {**job.input, "prompt": f"{job.input['prompt']} {word}"}}
     )
-
-
-def _post(sim, payload: dict) -> str:
-    """Submit straight to the emulator, as a process that died before journalling would."""
-    context = ssl.create_default_context(cafile=str(sim.cert_file))
-    with httpx.Client(verify=context, trust_env=False) as client:
-        response = client.post(
-            f"{sim.url}/openai/gpt-image-2",
-            content=canonical_json(payload),
-            headers={"Authorization": "Key simulated-no-key", "content-type": "application/json"},
-        )
-    response.raise_for_status()
-    return response.json()["request_id"]
 
 
 async def _catch_up_history_once_all_are_accepted(sim, accepted: int) -> None:
@@ -133,15 +124,15 @@ async def test_reconcile_command_records_reuses_and_follows_orphans(
     for job in (done, running):
         intents.sent(job.key)  # what a process killed mid-submit leaves behind
     intents.close()
-    done_id = _post(sim, done.input)
+    done_id = post_to_emulator(sim, done.input)
     wait_for(
         lambda: all(r["status"] == "COMPLETED" for r in sim.ledger()["requests"]),
         timeout=30,
         what="the first orphan to finish",
     )
     sim.configure(latency_low=100.0)  # ~1 s at the session's time scale: still running
-    running_id = _post(sim, running.input)
-    foreign = _post(sim, {**done.input, "prompt": "someone else's render"})
+    running_id = post_to_emulator(sim, running.input)
+    foreign = post_to_emulator(sim, {**done.input, "prompt": "someone else's render"})
 
     code, out, err = await asyncio.to_thread(run_cli, capsys, "reconcile")
 

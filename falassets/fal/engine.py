@@ -362,7 +362,8 @@ class RenderEngine:
             self.intents.resolved(intent.intent_id)
             if request is not None:
                 attempt += 1
-                row = new_row(job, run_id=self.run_id, simulated=self.simulated, attempt=attempt)
+                sender = intent.run_id or self.run_id  # its bill is the sending run's spend
+                row = new_row(job, run_id=sender, simulated=self.simulated, attempt=attempt)
                 row.update(submitted_at=intent.sent_at, error_message="adopted from fal history")
                 self.log.info(f"{job.partition_key}: adopted orphan request {request.request_id}")
                 last = await self._follow(job, row, request)
@@ -463,7 +464,7 @@ class RenderEngine:
                 raise _Stop()
             sent_at = datetime.now(UTC)
             row["submitted_at"] = sent_at.isoformat(timespec="microseconds")
-            intent = self.intents.sent(job.key)
+            intent = self.intents.sent(job.key, self.run_id)
             started = time.monotonic()
             try:
                 self.submits += 1

@@ -25,6 +25,7 @@ class OpenIntent:
     intent_id: str
     job_key: str
     sent_at: str
+    run_id: str = ""  # the run that sent it: its bill is that run's spend, not the adopter's
 
 
 class IntentLog:
@@ -32,12 +33,10 @@ class IntentLog:
         self.directory = Path(directory)
         self._journal = Journal(self.directory, KIND)
 
-    def sent(self, job_key: str) -> str:
+    def sent(self, job_key: str, run_id: str = "") -> str:
         intent_id = uuid.uuid4().hex
-        self._journal.append(
-            {"intent": intent_id, "phase": "sent", "job_key": job_key, "sent_at": utc_now()},
-            durable=False,
-        )
+        line = {"intent": intent_id, "phase": "sent", "job_key": job_key, "sent_at": utc_now()}
+        self._journal.append({**line, "run_id": run_id}, durable=False)
         return intent_id
 
     def resolved(self, intent_id: str) -> None:
@@ -50,7 +49,9 @@ class IntentLog:
         for line in read_journal(self.directory, KIND):
             intent_id = line.get("intent")
             if line.get("phase") == "sent" and line.get("job_key"):
-                sent[intent_id] = OpenIntent(intent_id, line["job_key"], line.get("sent_at", ""))
+                sent[intent_id] = OpenIntent(
+                    intent_id, line["job_key"], line.get("sent_at", ""), line.get("run_id", "")
+                )
             elif line.get("phase") == "resolved":
                 resolved.add(intent_id)
         by_key: dict[str, list[OpenIntent]] = {}
