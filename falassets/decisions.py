@@ -10,6 +10,7 @@ it is fsynced before :func:`record_decisions` returns. The catalog's ``decisions
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -25,6 +26,8 @@ from falassets.lineage.schema import DECISIONS
 Decision = Literal["pick", "reject", "undecided"]
 
 KIND = "decisions"
+
+log = logging.getLogger(__name__)
 
 # The shapes campaigns.py guarantees; checked here too so a typo never becomes a decision.
 _CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9_]*")
@@ -110,14 +113,36 @@ def decisions_version(campaign: str | None = None) -> str:
 
 
 def _latest(campaign: str | None) -> dict[tuple[str, str], dict[str, Any]]:
-    records = read_journal(settings.journal_dir(), KIND)
+    records = (r for r in read_journal(settings.journal_dir(), KIND) if _well_formed(r))
     if campaign is not None:
-        records = (r for r in records if r.get("campaign") == campaign)
-    return {
-        key: record
-        for key, record in latest_by(records, "campaign", "prompt_id").items()
-        if key[0] and key[1]
-    }
+        records = (r for r in records if r["campaign"] == campaign)
+    return latest_by(records, "campaign", "prompt_id")
+
+
+def _well_formed(record: Any) -> bool:
+    """A line this module could have written; any other (hand-edited, another tool's, a bug
+    elsewhere) is skipped and logged so one odd line never breaks the page or a sensor."""
+    ok = (
+        isinstance(record, dict)
+        and isinstance(record.get("campaign"), str)
+        and _CAMPAIGN.fullmatch(record["campaign"]) is not None
+        and isinstance(record.get("prompt_id"), str)
+        and _PROMPT_ID.fullmatch(record["prompt_id"]) is not None
+        and isinstance(record.get("recorded_at", ""), str)
+    )
+    if not ok:
+        _warn_once(f"{record!r:.200}")
+    return ok
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(shown: str) -> None:
+    """Decisions are read on every poll of the page: say so once per odd line, not each time."""
+    if shown not in _warned and len(_warned) < 100:
+        _warned.add(shown)
+        log.warning("skipped a decisions journal line that is not a decision: %s", shown)
 
 
 def _check(

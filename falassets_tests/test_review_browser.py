@@ -16,7 +16,12 @@ import pytest
 
 from falassets import decisions, launch
 from falassets.lineage import queries
-from falassets_tests.test_review_support import ReviewServer, wait_for, write_campaign_csv
+from falassets_tests.test_review_support import (
+    ReviewServer,
+    seed_drafts,
+    wait_for,
+    write_campaign_csv,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -96,7 +101,8 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         page.goto(f"{server.origin}/#/c/spring")
         wait_until(page, "document.querySelectorAll('.tile img').length === 11")
 
-        # Cull with the keyboard: each decision moves on to the next draft.
+        # Cull with the keyboard: each decision moves on to the next draft, as the key bar says.
+        assert "clear (each moves to the next)" in page.inner_text("#keys")
         for key in ["p", "x", "p", "z", "j", "p", "ArrowRight", "x", "p"]:
             page.keyboard.press(key)
         wait_until(page, "document.querySelectorAll('.tile.saving').length === 0")
@@ -195,5 +201,30 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         draft = queries.latest_requests("spring", "draft")[("spring-p05", "draft")]
         assert draft["status"] == "completed"
         assert page.inner_text("[data-count=failed]") == "0"
+        page.close()
+    assert errors == []
+
+
+def test_a_shared_review_page_opens_with_its_secret_link(data_dir, chromium) -> None:
+    """Remote mode in a real browser: the printed link sets the cookie and leaves the address
+    bar clean (the #/c/ part kept); a browser without the link gets only the explanation."""
+    seed_drafts(data_dir, "spring", {"p1": "a red bicycle", "p2": "a blue mug"})
+    secret = "browser-secret-0123456789"
+    errors: list[str] = []
+    with ReviewServer(access=secret, budget_usd=None) as server:
+        stranger = chromium.new_page()
+        stranger.goto(f"{server.origin}/#/c/spring")
+        assert "secret link" in stranger.inner_text("body")
+        stranger.close()
+
+        page = chromium.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.origin}/?token={secret}#/c/spring")
+        wait_until(page, "document.querySelectorAll('.tile img').length === 2")
+        assert page.url == f"{server.origin}/#/c/spring"
+        page.keyboard.press("p")
+        wait_until(page, "document.querySelectorAll('.tile.saving').length === 0")
+        assert decisions.current_decisions("spring") == {("spring", "p1"): "pick"}
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
         page.close()
     assert errors == []

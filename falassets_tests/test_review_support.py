@@ -48,7 +48,9 @@ class Reply:
 
 
 class ReviewServer:
-    """``create_app`` served by uvicorn in a thread, on 127.0.0.1 and a free port."""
+    """``create_app`` served by uvicorn in a thread, on 127.0.0.1 and a free port.
+
+    ``access="..."`` serves it in remote mode (that secret asked of every request)."""
 
     def __init__(self, **app_options: Any) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -57,7 +59,9 @@ class ReviewServer:
         self.origin = f"http://127.0.0.1:{self.port}"
         app_options.setdefault("token", TOKEN)
         self.token = app_options["token"]
-        self.app = create_app(hosts=allowed_hosts("127.0.0.1", self.port), **app_options)
+        remote = app_options.get("access") is not None
+        app_options.setdefault("hosts", allowed_hosts("127.0.0.1", remote=remote))
+        self.app = create_app(**app_options)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -90,27 +94,36 @@ class ReviewServer:
         sent = {"Host": f"127.0.0.1:{self.port}"}
         if same_origin and method != "GET":
             sent.update({"Origin": self.origin, TOKEN_HEADER: self.token})
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
         sent.update(headers or {})
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            for name, value in sent.items():
-                connection.putheader(name, value)
-            if data is not None:
-                connection.putheader("Content-Length", str(len(data)))
-            connection.endheaders(data)
-            response = connection.getresponse()
-            return Reply(
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            connection.close()
+        return http_request(self.port, method, path, body, headers=sent)
+
+
+def http_request(
+    port: int, method: str, path: str, body: Any = None, *, headers: dict[str, str]
+) -> Reply:
+    """One request to 127.0.0.1:``port`` with ``path`` and ``headers`` sent verbatim (the
+    Host header too: pass it)."""
+    sent = dict(headers)
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent.setdefault("Content-Type", "application/json")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in sent.items():
+            connection.putheader(name, value)
+        if data is not None:
+            connection.putheader("Content-Length", str(len(data)))
+        connection.endheaders(data)
+        response = connection.getresponse()
+        return Reply(
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read(),
+        )
+    finally:
+        connection.close()
 
 
 def write_campaign_csv(

@@ -1,8 +1,10 @@
 """The review page: a Starlette app over the campaign boards, and ``falassets review``.
 
-Routes (all JSON under ``/api``; every POST passes :class:`GuardMiddleware` first):
+Routes (all JSON under ``/api``; every request passes :class:`GuardMiddleware` first: Host
+check always, the secret link's cookie in remote mode, Origin and page token on POSTs):
 
-``GET /``                                   the page (token in a meta tag)
+``GET /``                                   the page (page token in a meta tag)
+``GET /?token=SECRET``                      remote mode: the printed link, traded for a cookie
 ``GET /api/campaigns``                      campaigns with their counts
 ``GET /api/campaigns/{c}[?version=V]``      the board; ``{"unchanged": true}`` when still V
 ``POST /api/campaigns/{c}/decisions``       ``{"prompt_ids": [...], "decision": "pick"}``
@@ -24,7 +26,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import threading
@@ -45,18 +46,26 @@ from starlette.staticfiles import StaticFiles
 
 from falassets import decisions, launch, settings
 from falassets.review import board as boards
+from falassets.review.body import read_json_object
 from falassets.review.exports import contact_sheet_png, decisions_csv
 from falassets.review.files import Refused, resolve_image
-from falassets.review.security import GuardMiddleware, allowed_hosts, new_token
+from falassets.review.security import (
+    ACCESS_PARAM,
+    WILDCARD_ADDRESSES,
+    GuardMiddleware,
+    HostRule,
+    allowed_hosts,
+    host_name_error,
+    is_loopback,
+    new_token,
+)
 
 log = logging.getLogger("falassets.review")
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_PORT = 47620
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
-MAX_BODY_BYTES = 1 << 20
 FILTERS = ("all", "undecided", "picked", "rejected", "failed")
-_CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
 
 Submit = Callable[..., str]
 
@@ -102,7 +111,7 @@ def _state(request: Request) -> ReviewState:
 
 def _campaign(request: Request) -> str:
     name = request.path_params["campaign"]
-    if not _CAMPAIGN.fullmatch(name):
+    if not boards.is_campaign_name(name):
         raise HTTPException(404, f"'{name}' is not a campaign name")
     return name
 
@@ -119,19 +128,6 @@ def _board(request: Request) -> boards.Board:
     return board
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPException(413, "request body too large")
-    try:
-        data = json.loads(body or b"{}")
-    except json.JSONDecodeError:
-        raise HTTPException(400, "the request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "the request body must be a JSON object")
-    return data
-
-
 def index(request: Request) -> Response:
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     html = html.replace("{{TOKEN}}", _state(request).token)
@@ -142,7 +138,11 @@ def list_campaigns(request: Request) -> ApiResponse:
     state = _state(request)
     result = []
     for name in boards.campaign_names():
-        board = state.cache.get(name)
+        try:
+            board = state.cache.get(name)
+        except Exception as exc:  # one broken campaign must not empty the home page
+            log.error(redact(f"campaign {name}: skipped on the home page: {exc!r}"))
+            continue
         if board.items:
             result.append({"name": name, "counts": boards.counts(board.items)})
     return ApiResponse({"campaigns": result, "budget_usd": state.budget_usd})
@@ -170,7 +170,7 @@ def get_board(request: Request) -> ApiResponse:
 
 
 async def post_decisions(request: Request) -> ApiResponse:
-    data = await _json_body(request)
+    data = await read_json_object(request)
     return await run_in_threadpool(_record, request, data)
 
 
@@ -188,7 +188,7 @@ def _record(request: Request, data: dict[str, Any]) -> ApiResponse:
 
 
 async def post_render_winners(request: Request) -> ApiResponse:
-    data = await _json_body(request)
+    data = await read_json_object(request)
     return await run_in_threadpool(_render_winners, request, data)
 
 
@@ -221,7 +221,7 @@ def _render_winners(request: Request, data: dict[str, Any]) -> ApiResponse:
 
 
 async def post_retry_failed(request: Request) -> ApiResponse:
-    data = await _json_body(request)
+    data = await read_json_object(request)
     return await run_in_threadpool(_retry_failed, request, data)
 
 
@@ -347,7 +347,9 @@ def serve_file(request: Request) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return api_error(exc.status_code, redact(str(exc.detail)))
+    response = api_error(exc.status_code, redact(str(exc.detail)))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -362,15 +364,17 @@ def create_app(
     *,
     token: str | None = None,
     budget_usd: float | None = None,
-    hosts: list[str] | frozenset[str] | None = None,
+    hosts: HostRule | None = None,
+    access: str | None = None,
     dagster_url: str = DEFAULT_DAGSTER_URL,
     submit: Submit | None = None,
 ) -> Starlette:
     """The review app over ``settings.data_dir()``.
 
-    ``hosts``: the Host header values to answer (None: any; ``main`` derives them from the
-    bound address). ``submit``: how passes start, ``launch.submit_pass`` unless a caller
-    (a test of the confirm logic) passes its own.
+    ``hosts``: the Host header values to answer (default: loopback names only; ``main``
+    derives them from the bound address). ``access``: the secret every request must show
+    (remote mode; None on loopback). ``submit``: how passes start, ``launch.submit_pass``
+    unless a caller (a test of the confirm logic) passes its own.
     """
     root = settings.data_dir().resolve()
     state = ReviewState(
@@ -398,7 +402,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.review = state
-    app.add_middleware(GuardMiddleware, token=state.token, hosts=hosts)
+    app.add_middleware(
+        GuardMiddleware, token=state.token, hosts=hosts or allowed_hosts(), access=access
+    )
     return app
 
 
@@ -425,7 +431,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="falassets review", description="Pick winners from the draft renders in a browser."
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only); any other needs "
+        "--allow-remote",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="let other machines connect (with --host 0.0.0.0 or an address of this machine): "
+        "every visitor then needs the secret link printed at start",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name people reach this server by (DNS, /etc/hosts, a proxy); repeatable. "
+        "Loopback names, and with --allow-remote IP addresses, are always accepted",
+    )
     parser.add_argument("--data-dir", type=Path, help="FALASSETS_DATA_DIR to review")
     parser.add_argument("--budget-usd", type=float, help="shown beside the projected final cost")
     parser.add_argument(
@@ -438,7 +463,57 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--budget-usd must be 0 or more")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
+    for name in args.allowed_host:
+        if problem := host_name_error(name):
+            parser.error(problem)
+    args.host = args.host.strip().strip("[]")
     return args
+
+
+def remote_refusal(host: str, port: int) -> str:
+    """Why a non-loopback --host without --allow-remote is refused, and the two fixes."""
+    tunnel_port = port or DEFAULT_PORT
+    return (
+        f"falassets review: --host {host} would let other machines reach the review page, "
+        "which records decisions and starts paid renders. Fix: keep the default 127.0.0.1 "
+        f"(from another machine: ssh -L {tunnel_port}:127.0.0.1:{tunnel_port} THIS_MACHINE, "
+        f"then open http://127.0.0.1:{tunnel_port}/), or add --allow-remote so that every "
+        "visitor needs the secret link printed at start"
+    )
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def start_messages(
+    host: str, port: int, access: str | None, names: list[str]
+) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines) telling the person where the page is and who may use it."""
+    data = f"  (data: {settings.data_dir()})"
+    if access is None:
+        return [f"falassets review: http://{_url_host(host)}:{port}/{data}"], []
+    link = f":{port}/?{ACCESS_PARAM}={access}"
+    wildcard = host in WILDCARD_ADDRESSES
+    first = ("::1" if host == "::" else "127.0.0.1") if wildcard else host
+    out = [f"falassets review: open http://{_url_host(first)}{link}{data}"]
+    if wildcard:
+        out.append(f"falassets review: from another machine: http://ADDRESS{link}")
+    out += [f"falassets review: or http://{_url_host(name)}{link}" for name in names]
+    if wildcard:
+        reach = "every address of this machine (ADDRESS: any of its IP addresses)"
+    elif is_loopback(host):
+        reach = f"{host}, this machine only (--host 0.0.0.0 lets other machines connect)"
+    else:
+        reach = host
+    err = [
+        f"falassets review: WARNING: --allow-remote: listening on {reach}. Only the secret "
+        "link below opens the page; whoever has it can record decisions and start paid "
+        "renders, so give it only to reviewers. It is plain HTTP: on a network you do not "
+        "trust, use an SSH tunnel or a TLS proxy instead. Host names other than IP addresses "
+        "and localhost need --allowed-host NAME."
+    ]
+    return out, err
 
 
 def main(argv: list[str]) -> int:
@@ -458,33 +533,41 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"falassets review: {exc}", file=sys.stderr)
         return 2
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    if not args.allow_remote and not is_loopback(args.host):
+        print(remote_refusal(args.host, args.port), file=sys.stderr)
+        return 2
+    sock = _listen(args.host, args.port)
+    if sock is None:
+        return 2
+    port = sock.getsockname()[1]
+    access = new_token() if args.allow_remote else None
+    hosts = allowed_hosts(args.host, remote=args.allow_remote, extra=args.allowed_host)
+    app = create_app(budget_usd=budget, hosts=hosts, access=access, dagster_url=args.dagster_url)
+    out, err = start_messages(args.host, port, access, args.allowed_host)
+    for line in err:
+        print(line, file=sys.stderr)
+    for line in out:
+        print(line, flush=True)
+    return serve(app, sock)
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port``, or None after saying why (and the fix)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
         print(
-            f"falassets review: cannot listen on {args.host}:{args.port} ({exc.strerror}). "
+            f"falassets review: cannot listen on {host}:{port} ({exc.strerror}). "
             "Fix: pick another --port (0 = any free port)",
             file=sys.stderr,
         )
-        return 2
-    port = sock.getsockname()[1]
-    app = create_app(
-        budget_usd=budget, hosts=allowed_hosts(args.host, port), dagster_url=args.dagster_url
-    )
-    shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    if args.host in ("0.0.0.0", "::"):
-        shown = "127.0.0.1"
-        print(
-            "falassets review: WARNING: listening on every address; anyone who can reach this "
-            "machine can see the renders (decisions still need the page's token)",
-            file=sys.stderr,
-        )
-    print(f"falassets review: http://{shown}:{port}/  (data: {settings.data_dir()})", flush=True)
-    return serve(app, sock)
+        return None
+    sock.listen(128)  # connections queue from here on: the printed address works at once
+    return sock
 
 
 def serve(app: Starlette, sock: socket.socket) -> int:

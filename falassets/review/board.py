@@ -77,15 +77,43 @@ def counts(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def campaign_names() -> list[str]:
-    """Campaigns with a prompts table or any request in lineage, sorted."""
-    names = {path.stem for path in settings.tables_dir().glob("*.parquet")}
-    names.update(
-        campaign
-        for (key, _), row in queries.latest_requests().items()
-        if (campaign := row.get("campaign"))
+def is_campaign_name(name: Any) -> bool:
+    """The campaign name rule of :mod:`falassets.campaigns`, for names read from anywhere."""
+    return (
+        isinstance(name, str)
+        and len(name) <= campaigns.MAX_NAME_CHARS
+        and campaigns.NAME_RE.fullmatch(name) is not None
     )
-    return sorted(name for name in names if name and not name.startswith("."))
+
+
+def campaign_names() -> list[str]:
+    """Campaigns with a prompts table or any request in lineage, sorted.
+
+    A journal line naming something that cannot be a campaign (hand-edited, another tool's
+    row, a bug elsewhere) is skipped and logged once: it must not empty the home page.
+    """
+    names = {path.stem for path in settings.tables_dir().glob("*.parquet")}
+    odd = set()
+    for row in queries.latest_requests().values():
+        campaign = row.get("campaign")
+        if is_campaign_name(campaign):
+            names.add(campaign)
+        elif campaign is not None:
+            odd.add(f"{campaign!r:.100}")
+    for name in sorted(odd):
+        _warn_once(f"skipped lineage campaign {name}: not a campaign name (a-z, 0-9, '_')")
+    return sorted(name for name in names if is_campaign_name(name))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process: the page polls every few seconds, and the same odd
+    journal line would otherwise fill the console."""
+    if message not in _warned and len(_warned) < 1000:
+        _warned.add(message)
+        log.warning(message)
 
 
 def files_signature() -> str:
@@ -212,16 +240,20 @@ def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
     rows = []
     for (_key, _pass), request in sorted(queries.latest_requests(campaign, "draft").items()):
         sent = _json(request.get("input"))
+        prompt_id = request.get("prompt_id")
+        if not isinstance(prompt_id, str) or not campaigns.KEY_ID_RE.fullmatch(prompt_id):
+            _warn_once(f"campaign {campaign}: skipped a draft request with prompt id {prompt_id!r}")
+            continue
         rows.append(
             {
-                "id": request.get("prompt_id"),
+                "id": prompt_id,
                 "prompt": sent.get("prompt", ""),
                 "image_size": sent.get("image_size"),
                 "output_format": sent.get("output_format", "png"),
                 "tags": {},
             }
         )
-    return [row for row in rows if row["id"]], "lineage"
+    return rows, "lineage"
 
 
 def _final_input(row: dict[str, Any]) -> dict[str, Any]:
