@@ -148,3 +148,22 @@ def test_odd_decision_lines_are_skipped(
     assert board.status == 200
     assert board.json()["counts"]["picked"] == 1
     assert "not a decision" in caplog.text
+
+
+def test_odd_request_lines_are_skipped(server: ReviewServer) -> None:
+    odd_lines = [
+        [1],
+        "x",
+        {"request_id": ["r"], "partition_key": "spring-p1", "pass": "draft"},
+        {"request_id": "req-a", "partition_key": 7, "pass": "draft", "campaign": "spring"},
+        {"request_id": "req-b", "partition_key": "spring-p1", "pass": ["draft"]},
+    ]
+    odd_file = settings.journal_dir() / "requests-odd.jsonl"
+    odd_file.write_text("".join(json.dumps(line) + "\n" for line in odd_lines))
+
+    listed = server.request("GET", "/api/campaigns")
+    board = server.request("GET", "/api/campaigns/spring")
+
+    assert listed.status == 200, listed.body
+    assert [c["name"] for c in listed.json()["campaigns"]] == ["spring"]
+    assert board.status == 200, board.body

@@ -106,16 +106,19 @@ def ensure_catalog_once(directory: Path) -> None:
 
 
 def read_journal(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
-    """Every record of one kind, file by file, skipping a torn last line (power loss)."""
+    """Every record of one kind, file by file, skipping a torn last line (power loss) and
+    any line that is not a JSON object (a hand-edited or foreign file must not break readers)."""
     for path in sorted(Path(directory).glob(f"{kind}-*.jsonl")):
         with path.open("rb") as handle:
             for raw in handle:
                 if not raw.endswith(b"\n"):
                     break
                 try:
-                    yield json.loads(raw)
-                except json.JSONDecodeError:
+                    record = json.loads(raw)
+                except ValueError:  # JSONDecodeError, and bytes that are not UTF-8
                     continue
+                if isinstance(record, dict):
+                    yield record
 
 
 def latest_by(records: Iterator[dict[str, Any]], *key: str) -> dict[tuple, dict[str, Any]]:

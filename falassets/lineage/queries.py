@@ -27,7 +27,7 @@ def request_rows(directory: Path | None = None) -> dict[str, dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for record in read_journal(directory or settings.journal_dir(), "requests"):
         request_id = record.get("request_id")
-        if not request_id:
+        if not request_id or not isinstance(request_id, str):
             continue
         current = latest.get(request_id)
         # `>=`: on a tie, the later line (file order) wins, as in journal.latest_by.
@@ -47,7 +47,7 @@ def latest_requests(
     rows = _select(request_rows().values(), campaign, pass_name)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        if not row.get("partition_key"):
+        if not isinstance(row.get("partition_key"), str) or not isinstance(row.get("pass"), str):
             continue
         key = (row["partition_key"], row["pass"])
         current = latest.get(key)
