@@ -24,22 +24,10 @@ def _engine_gap(reason: str) -> pytest.MarkDecorator:
 #: Knob sets fal might behave like; each must leave a batch completed, long before the
 #: engine's render timeout (a stall until the timeout is a failure too).
 ALTERNATIVES = [
-    pytest.param(
-        {"stream": "absent_404"},
-        id="stream_absent_404",
-        marks=_engine_gap("a 404 on the stream is taken as 'request unknown'"),
-    ),
-    pytest.param(
-        {"stream": "absent_405"},
-        id="stream_absent_405",
-        marks=_engine_gap("a 405 on the stream fails the render (http_405)"),
-    ),
+    pytest.param({"stream": "absent_404"}, id="stream_absent_404"),
+    pytest.param({"stream": "absent_405"}, id="stream_absent_405"),
     pytest.param({"stream": "broken"}, id="stream_broken"),
-    pytest.param(
-        {"stream": "idle"},
-        id="stream_idle",
-        marks=_engine_gap("keep-alives defeat its 60 s read timeout: waits to render_timeout"),
-    ),
+    pytest.param({"stream": "idle"}, id="stream_idle"),
     pytest.param({"history_finished_only": True}, id="history_finished_only"),
     pytest.param({"cancel_codes": "all_200"}, id="cancel_codes_all_200"),
     pytest.param({"early_result": "404_not_found"}, id="early_result_404"),
