@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -30,7 +31,7 @@ from falassets.fal.intents import IntentLog, OpenIntent
 from falassets.fal.jobs import EDIT, RenderJob, RenderOutcome
 from falassets.fal.limiter import AdaptiveLimiter
 from falassets.fal.model import resolve_size
-from falassets.fal.pricing import PRICE_TABLE, price_per_image, price_usd
+from falassets.fal.pricing import billed_usd, estimate
 from falassets.fal.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
 from falassets.fal.records import PriorWork, RequestJournal, new_row, resumed_row
 from falassets.fal.retry import (
@@ -374,7 +375,7 @@ class RenderEngine:
         while True:
             if self._auth_error is not None:
                 raise _Stop()
-            price = _price(job.input)
+            price = estimate(job.input, endpoint=job.endpoint).max_usd  # the cap's worst case
             if not self._reserve(price):
                 return RenderOutcome(
                     job,
@@ -440,6 +441,9 @@ class RenderEngine:
         await asyncio.sleep(delay)
 
     def _reserve(self, price: float) -> bool:
+        """Hold ``price`` (a request's upper bound) against the cap: spent plus every
+        in-flight request's most possible bill stays within it, so fal's bill cannot cross it
+        even when the estimate is low."""
         budget = self.config.budget_usd
         if self._budget_stopped:
             return False
@@ -447,7 +451,7 @@ class RenderEngine:
             self._budget_stopped = True
             self.log.warning(
                 f"Budget cap ${budget:.2f} reached (${self._spend:.2f} spent, "
-                f"${self._reserved:.2f} in flight, next request ${price:.2f}): "
+                f"up to ${self._reserved:.2f} in flight, next request up to ${price:.2f}): "
                 "no further requests are submitted; remaining jobs are skipped"
             )
             return False
@@ -651,7 +655,7 @@ class RenderEngine:
     ) -> _Attempt | Failure:
         """One try at the result and its output: the final attempt, or an UNCOLLECTED
         failure that says nothing about the request (try again later)."""
-        price = _price(job.input)
+        price = estimate(job.input, endpoint=job.endpoint).usd
         try:
             result = await self.queue.result(request)
         except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
@@ -668,11 +672,11 @@ class RenderEngine:
                         Action.EXPIRED, "result_expired", failure.message, failure.http_status
                     )
                     billed = price  # it ran; fal billed it, we just cannot fetch it
-                billed = _billed(headers, job.input, default=billed)
+                billed = _bill(row, headers, job, default=billed)
             row["latency_s"] = round(time.monotonic() - started, 4)
             return await self._fail(row, failure, cost=billed)
         row["latency_s"] = round(time.monotonic() - started, 4)
-        cost = _billed({k.lower(): v for k, v in result.headers.items()}, job.input, default=price)
+        cost = _bill(row, {k.lower(): v for k, v in result.headers.items()}, job, default=price)
         image = _first_image(result.body)
         if image is None:
             failure = Failure(Action.REFUSED, "no_media_generated", "the result holds no image")
@@ -795,17 +799,6 @@ def _mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:
     )
 
 
-def _price(payload: dict[str, Any]) -> float:
-    """The table price; for an input the table cannot price (fal will judge it), the dearest
-    row, so a budget cap errs on the safe side."""
-    try:
-        return price_usd(payload)
-    except (KeyError, TypeError, ValueError):
-        images = payload.get("num_images", 1)
-        count = images if isinstance(images, int) and 1 <= images <= 4 else 1
-        return max(max(row.values()) for row in PRICE_TABLE.values()) * count
-
-
 def _first_image(body: Any) -> dict[str, Any] | None:
     images = body.get("images") if isinstance(body, dict) else None
     if isinstance(images, list) and images and isinstance(images[0], dict):
@@ -828,22 +821,24 @@ def _expected_size(job: RenderJob) -> tuple[int, int] | None:
         return None
 
 
-def _billed(headers: dict[str, str], payload: dict[str, Any], *, default: float) -> float:
-    """Cost from ``x-fal-billable-units`` when present: for GPT Image 2 fal bills per image,
-    so the units are images at the table's per-image price for this size and quality."""
-    raw = headers.get("x-fal-billable-units")
-    if raw is None:
+def _bill(row: dict[str, Any], headers: dict[str, str], job: RenderJob, *, default: float) -> float:
+    """The cost of a finished request, noting in ``row`` where it comes from: ``billed`` when
+    fal sent ``x-fal-billable-units`` (recorded as ``billable_units``), else ``estimated``
+    (``default``: the estimate, or 0 for an outcome fal does not bill)."""
+    units = _billable_units(headers.get("x-fal-billable-units"))
+    row.update(cost_source="estimated" if units is None else "billed", billable_units=units)
+    if units is None:
         return default
+    return billed_usd(units, job.input, endpoint=job.endpoint)
+
+
+def _billable_units(raw: str | None) -> float | None:
+    """fal's billed quantity, or None when absent or not a finite number."""
     try:
-        units = float(raw)
+        units = float(raw) if raw is not None else None
     except ValueError:
-        return default
-    try:
-        width, height = resolve_size(payload.get("image_size"))
-        per_image = price_per_image(width, height, payload.get("quality", "high"))
-    except (KeyError, TypeError, ValueError):
-        return default
-    return round(max(0.0, units) * per_image, 6)
+        return None
+    return units if units is not None and math.isfinite(units) and units >= 0 else None
 
 
 def _is_expiry(status: int, failure: Failure) -> bool:

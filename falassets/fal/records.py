@@ -59,6 +59,7 @@ def new_row(job: RenderJob, *, run_id: str, simulated: bool, attempt: int) -> di
         simulated=simulated,
         run_id=run_id,
         cost_usd=0.0,
+        cost_source="estimated",  # until fal's x-fal-billable-units says otherwise
     )
     row["pass"] = job.pass_name
     return row

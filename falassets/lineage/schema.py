@@ -33,6 +33,8 @@ REQUEST_COLUMNS: dict[str, str] = {
     "width": "INTEGER",
     "height": "INTEGER",
     "cost_usd": "DOUBLE",  # what fal bills (or would bill) for this request
+    "cost_source": "VARCHAR",  # 'billed' (from x-fal-billable-units) | 'estimated' (our rules)
+    "billable_units": "DOUBLE",  # fal's x-fal-billable-units (output images), when it sent it
     "simulated": "BOOLEAN",  # rendered by the emulator, not by fal
     "run_id": "VARCHAR",  # Dagster run id, or the CLI's own id outside Dagster
     "status_url": "VARCHAR",  # kept so a restarted process can resume without resubmitting
