@@ -16,7 +16,7 @@ from typing import Any
 
 from falassets.campaigns import Campaign, partition_key, render_input
 from falassets.fal.jobs import EDIT, TEXT_TO_IMAGE, job_key
-from falassets.fal.pricing import price_usd
+from falassets.fal.pricing import Cost, estimate, price_usd
 
 PASS_QUALITY = {"draft": "low", "final": "high"}
 
@@ -34,7 +34,8 @@ class PassPlan:
     keys: list[str]  # every partition the pass covers, in campaign order
     reusable: set[str] = field(default_factory=set)
     up_to_date: set[str] = field(default_factory=set)
-    cost_usd: float = 0.0  # of the renders that would really be sent
+    cost_usd: float = 0.0  # estimate of the renders that would really be sent
+    max_cost_usd: float = 0.0  # the most fal may bill for them (what the budget cap holds)
     unknown_winners: list[str] = field(default_factory=list)  # picked ids not in the campaign
 
     @property
@@ -93,14 +94,15 @@ def plan_pass(
     )
     completed = {} if force else queries.completed_by_job_key()
     drafts = finals = {}
-    if pass_name == "final" and not force:
+    if pass_name == "final":
         drafts = queries.latest_requests(campaign.name, "draft")
-        finals = queries.latest_requests(campaign.name, "final")
+        finals = {} if force else queries.latest_requests(campaign.name, "final")
     for row, key in zip(chosen, plan.keys, strict=True):
         payload = render_input(row, quality)
-        price = price_usd(payload)
+        refine = pass_name == "final" and mode == "refine"
+        price = render_cost(payload, drafts.get((key, "draft")) if refine else None, refine)
         if force:
-            plan.cost_usd += price
+            _add(plan, price)
             continue
         if pass_name == "draft" or mode == "rerun":
             reusable = _image_intact(completed.get(job_key(TEXT_TO_IMAGE, payload)))
@@ -119,13 +121,32 @@ def plan_pass(
         if reusable:
             plan.reusable.add(key)
         else:
-            plan.cost_usd += price
+            _add(plan, price)
     if plan.reusable:
         plan.up_to_date = plan.reusable & _materialized(PASS_ASSET[pass_name])
     plan.cost_usd = round(plan.cost_usd, 6)
+    plan.max_cost_usd = round(plan.max_cost_usd, 6)
     return plan
+
+
+def render_cost(payload: dict[str, Any], draft: dict[str, Any] | None, refine: bool) -> Cost:
+    """What one render of ``payload`` costs: text to image, or a refine of ``draft`` (its
+    lineage row; None when not drafted yet) sent to the edit endpoint as its input image."""
+    if not refine:
+        return estimate(payload, endpoint=TEXT_TO_IMAGE)
+    draft = draft or {}
+    size = (draft.get("width"), draft.get("height"))
+    sizes = [size] if all(isinstance(v, int) and v > 0 for v in size) else []
+    edit = {**payload, "image_urls": [draft.get("output_url") or "the chosen draft"]}
+    return estimate(edit, endpoint=EDIT, input_sizes=sizes)
+
+
+def _add(plan: PassPlan, cost: Cost) -> None:
+    plan.cost_usd += cost.usd
+    plan.max_cost_usd += cost.max_usd
 
 
 def all_high_cost(campaign: Campaign) -> float:
     """What rendering every prompt at high quality would cost (the counterfactual)."""
-    return round(sum(price_usd(render_input(row, "high")) for row in campaign.rows), 6)
+    prices = (price_usd(render_input(row, "high"), endpoint=TEXT_TO_IMAGE) for row in campaign.rows)
+    return round(sum(prices), 6)

@@ -197,3 +197,41 @@ async def test_budget_cap_refuses_a_request_whose_upper_bound_does_not_fit(
     (outcome,) = await render_all([job], FalRenderer(concurrency=1, budget_usd=budget))
     assert (outcome.status, outcome.error_type) == ("skipped", "budget_exceeded")
     assert sim.ledger()["totals"]["accepted"] == 0
+
+
+async def test_dry_run_of_a_refine_pass_is_what_the_refines_cost(sim, data_dir: Path) -> None:
+    """``falassets run --pass final --mode refine --dry-run`` prices each winner as the edit it
+    will be (its draft as input image), with the rule the engine records."""
+    from falassets import campaigns, decisions
+    from falassets.assets.finals import final_job
+    from falassets.cli_plan import plan_pass
+
+    source = data_dir / "spring.csv"
+    source.write_text(
+        "id,prompt,image_size\n"
+        "p1,a red bicycle against a brick wall,1536x1024\n"
+        "p2,a blue mug on an oak desk,portrait_4_3\n",
+        encoding="utf-8",
+    )
+    campaign = campaigns.load_campaign(source)
+    keys = campaign.partition_keys()
+    drafts = [
+        RenderJob(key, campaign.name, row.prompt_id, "draft", campaigns.render_input(row, "low"))
+        for key, row in zip(keys, campaign.rows, strict=True)
+    ]
+    assert all(o.ok for o in await render_all(drafts))
+    decisions.record_decisions(campaign.name, ["p1", "p2"], "pick")
+
+    plan = plan_pass(campaign, "final", mode="refine")
+
+    rows = {r["partition_key"]: r for r in lineage_rows().values()}
+    finals = [
+        final_job(key, row, endpoint=drafts[0].endpoint, mode="refine", draft=rows[key])
+        for key, row in zip(keys, campaign.rows, strict=True)
+    ]
+    outcomes = await render_all(finals)
+    assert all(o.ok for o in outcomes)
+    billed = sim.ledger()["requests"][-2:]
+    assert plan.cost_usd == pytest.approx(sum(o.cost_usd for o in outcomes), abs=TOLERANCE_USD)
+    assert plan.cost_usd == pytest.approx(sum(b["cost_usd"] for b in billed), abs=TOLERANCE_USD)
+    assert plan.cost_usd < plan.max_cost_usd

@@ -21,6 +21,7 @@ from falassets.assets.images import contact_sheet, sheet_data_uri
 from falassets.assets.partitions import campaign_partitions
 from falassets.assets.review import load_table_or_fail, review_selections
 from falassets.campaigns import Campaign
+from falassets.fal.jobs import TEXT_TO_IMAGE
 from falassets.fal.pricing import price_usd
 from falassets.lineage import queries
 
@@ -112,7 +113,8 @@ def campaign_figures(table: Campaign) -> CampaignFigures:
             )
             if error:
                 failures[f"final:{error}"] += 1
-        figures.all_high_usd += price_usd(campaigns.render_input(row, FINAL_QUALITY))
+        high = campaigns.render_input(row, FINAL_QUALITY)
+        figures.all_high_usd += price_usd(high, endpoint=TEXT_TO_IMAGE)
     figures.failures_by_error_type = dict(failures.most_common())
     figures.spend_usd = spend_by_pass(campaign)
     figures.spend_total_usd = round(sum(figures.spend_usd.values()), 6)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from falassets import campaigns, decisions, settings
+from falassets.fal.jobs import TEXT_TO_IMAGE
 from falassets.fal.pricing import price_usd
 from falassets.lineage import queries
 from falassets.review.files import file_url
@@ -208,7 +209,7 @@ def build_board(
                 "decision": decided.get((campaign, row["id"]), "undecided"),
                 "draft": _request_view(draft, root),
                 "final": _request_view(final, root) if final else None,
-                "final_cost_usd": price_usd(wanted),
+                "final_cost_usd": price_usd(wanted, endpoint=TEXT_TO_IMAGE),  # page finals: reruns
                 "final_current": bool(
                     final
                     and final.get("status") == "completed"
