@@ -200,13 +200,6 @@ def _expected_size(job: RenderJob) -> tuple[int, int] | None:
         return None
 
 
-def _price(payload: dict[str, Any]) -> float:
-    try:
-        return price_usd(payload)
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-
-
 async def reconcile(
     engine: RenderEngine, *, since: datetime, campaign: str | None = None
 ) -> ReconcileReport:
@@ -309,7 +302,7 @@ async def _deliver(
     note: str,
 ) -> None:
     """Download a completed orphan's output (the payload in history, else its result)."""
-    price = _price(job.input)
+    price = price_usd(job.input, endpoint=job.endpoint)
     row.update(completed_at=item.get("ended_at") or utc_now(), cost_usd=price)
     url = _first_image_url(_json(item.get("json_output")))
     if url is None:
