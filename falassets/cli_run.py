@@ -203,25 +203,11 @@ def _failure_lines(result, campaign: str, pass_name: str) -> list[str]:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    """The `run` command; with ``--run-id`` (a background launch) it also leaves its outcome
-    where :func:`falassets.launch.launch_result` finds it."""
-    if not args.run_id:
-        return _run(args, {})
-    from falassets import launch
-
-    outcome: dict = {}
-    code = 2
-    try:
-        code = _run(args, outcome)
-        return code
-    except UserError as error:
-        outcome["error"] = str(error)
-        raise
-    finally:
-        launch.write_launch_result(args.run_id, {"exit_code": code, **outcome})
+    """The `run` command."""
+    return _run(args)
 
 
-def _run(args: argparse.Namespace, outcome: dict) -> int:
+def _run(args: argparse.Namespace) -> int:
     from falassets import launch
     from falassets.campaigns import partition_key
     from falassets.cli_plan import plan_pass
@@ -290,7 +276,6 @@ def _run(args: argparse.Namespace, outcome: dict) -> int:
         label=f"{campaign.name} {args.pass_name}",
         plain=True if args.plain else None,
     )
-    launch_id = args.run_id or str(uuid.uuid4())
     try:
         with display:
             result = launch.run_pass(
@@ -301,14 +286,13 @@ def _run(args: argparse.Namespace, outcome: dict) -> int:
                 budget_usd=args.budget_usd,
                 mode=mode,
                 force=args.force,
-                run_id=launch_id,
+                launch_id=str(uuid.uuid4()),
                 bridgeable=plan.up_to_date,
                 on_run_start=on_run_start,
                 verbose=args.verbose,
             )
     except launch.LaunchError as error:
         raise UserError(str(error)) from None
-    outcome.update(succeeded=result.succeeded, failed=result.failed, run_ids=result.run_ids)
     final = display.last or watcher.poll()
     runs = ", ".join(result.run_ids) or "none"
     print(
@@ -420,5 +404,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--plain", action="store_true", help="plain progress lines even on a terminal"
     )
     parser.add_argument("--verbose", action="store_true", help="also print Dagster's own log")
-    parser.add_argument("--run-id", help=argparse.SUPPRESS)
     parser.set_defaults(handler=command_run)

@@ -8,7 +8,22 @@ waited ~16 s before the first render. Here the batch is two transactions (run sh
 shard), storing exactly the rows the one-by-one path stores, so partition status (and the
 UI's "failed and missing" filter) is unchanged. Anything else falls back to Dagster's path.
 
-``launch.prepare_dagster_home`` configures it in the ``dagster.yaml`` it writes.
+Opt-in, and the only falassets module that touches Dagster's private API (the subclass and
+the index-shard helpers below change without notice between Dagster minor versions, which is
+why pyproject pins ``dagster<1.14``). A home uses it only when its ``dagster.yaml`` says so::
+
+    event_log_storage:
+      module: falassets.dagster_event_log
+      class: BatchedSqliteEventLogStorage
+      config:
+        dagster_home: {env: DAGSTER_HOME}
+        batch_writes: true     # false: Dagster's own one-by-one writes, nothing else changes
+
+``launch.prepare_dagster_home`` writes that block for a new home; set ``batch_writes: false``
+(or delete the block: the storage directory is Dagster's default, so every run stays) to go
+back to Dagster's storage. The contract, "same rows and partition statuses as Dagster's own
+storage", is pinned by falassets_tests/test_dagster_event_log.py against Dagster's default
+storage; run it before widening the pin.
 """
 
 from __future__ import annotations
@@ -18,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import Field, StringSource
+
+# Dagster's private API: allowed here and nowhere else in falassets (a test enforces it).
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -50,17 +67,27 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose ``store_event_batch`` really batches. Its one config
     field, ``dagster_home``, is the home (see the ``dagster.yaml`` in ``launch.py``)."""
 
-    def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
-        # Dagster buffers batchable events only when this is set, and reads it per event in
-        # whichever process holds the instance (CLI, webserver, daemon, run worker): every one
-        # of them builds this storage first, so the home's dagster.yaml alone turns it on.
-        # A value the user chose (0 disables batching) is kept.
-        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+    def __init__(
+        self,
+        dagster_home: str,
+        inst_data: ConfigurableClassData | None = None,
+        batch_writes: bool = True,
+    ):
+        self.batch_writes = batch_writes
+        if batch_writes:
+            # Dagster buffers batchable events only when this is set, and reads it per event in
+            # whichever process holds the instance (CLI, webserver, daemon, run worker): every
+            # one of them builds this storage first, so the home's dagster.yaml alone turns it
+            # on. A value the user chose (0 disables batching) is kept.
+            os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir=event_log_directory(dagster_home), inst_data=inst_data)
 
     @classmethod
     def config_type(cls) -> Mapping[str, Any]:
-        return {"dagster_home": Field(StringSource)}
+        return {
+            "dagster_home": Field(StringSource),
+            "batch_writes": Field(bool, is_required=False, default_value=True),
+        }
 
     @classmethod
     def from_config_value(
@@ -69,7 +96,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        if not _batchable(events):
+        if not self.batch_writes or not _batchable(events):
             super().store_event_batch(events)
             return
         statements = [self.prepare_insert_event(event) for event in events]

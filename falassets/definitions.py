@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from falassets import settings
+from falassets.assets.checks import final_file_matches_sha256
 from falassets.assets.drafts import draft_renders
 from falassets.assets.finals import final_renders
 from falassets.assets.jobs import draft_pass, final_pass, prompts_pass, report_pass, review_pass
@@ -24,7 +25,42 @@ def fal_renderer() -> FalRenderer:
 
 defs = dg.Definitions(
     assets=[prompts, draft_renders, review_selections, final_renders, campaign_report],
+    asset_checks=[final_file_matches_sha256],
     jobs=[prompts_pass, draft_pass, review_pass, final_pass, report_pass],
     sensors=[campaign_file_sensor, winners_sensor, report_sensor],
     resources={"fal": fal_renderer()},
 )
+
+
+# Module-level builders of the resolved jobs, for ``dagster.reconstructable`` (what
+# ``falassets.launch`` hands ``dagster.execute_job``): a target must be a module-level function
+# so Dagster can rebuild the job by importing this module wherever it executes the run.
+
+
+def prompts_pass_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(prompts_pass.name)
+
+
+def draft_pass_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(draft_pass.name)
+
+
+def review_pass_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(review_pass.name)
+
+
+def final_pass_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(final_pass.name)
+
+
+def report_pass_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(report_pass.name)
+
+
+JOB_BUILDERS = {
+    prompts_pass.name: prompts_pass_job,
+    draft_pass.name: draft_pass_job,
+    review_pass.name: review_pass_job,
+    final_pass.name: final_pass_job,
+    report_pass.name: report_pass_job,
+}

@@ -8,14 +8,18 @@ insertion order) as one run, and that run materialises or fails every key in it.
 pass is meant for are split into contiguous stretches of the partition order; a gap between two
 stretches is bridged only when every key in it is already up to date (the engine answers those
 from lineage: no request, no bill), so a range never renders a key nobody asked for.
+
+Dagster's public API only: each run is ``dagster.execute_job`` over ``dagster.reconstructable``
+of an explicit job in ``falassets.definitions`` (one per pass and per campaign asset), tagged
+with Dagster's public partition tags; what a run rendered and why partitions failed are read
+from its ``JobExecutionResult`` (materialisation events, the step's ``Failure`` metadata).
+The winners sensor builds its run requests from the same tags and run config.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
@@ -35,9 +39,9 @@ CAMPAIGN_PARTITIONS = "campaign"
 
 #: Every run of one launch carries this tag, so a launch (several runs) can be found again.
 LAUNCH_TAG = "falassets/launch"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-PARTITION_TAG = "dagster/partition"
+#: Unique per run: how a launcher finds the id of the run ``dagster.execute_job`` created.
+RUN_TOKEN_TAG = "falassets/run_token"
+_RUN_LOOKUP_INTERVAL_S = 0.05
 
 
 class LaunchError(ValueError):
@@ -62,15 +66,17 @@ _DAGSTER_YAML = """\
 # Written by falassets when it created this DAGSTER_HOME. Edit freely.
 telemetry:
   enabled: false
-# Dagster's SQLite event log, storing a batch of events (the "materialization planned" event
-# of every prompt in a run) in one transaction instead of one each: see
-# falassets/dagster_event_log.py. Remove the block to go back to Dagster's default.
+# Opt-in: Dagster's SQLite event log, storing a batch of events (the "materialization
+# planned" event of every prompt in a run) in one transaction instead of one each: see
+# falassets/dagster_event_log.py. batch_writes: false (or removing the block) goes back to
+# Dagster's own writes; runs already recorded stay either way.
 event_log_storage:
   module: falassets.dagster_event_log
   class: BatchedSqliteEventLogStorage
   config:
     dagster_home:
       env: DAGSTER_HOME
+    batch_writes: true
 """
 
 # What earlier versions wrote: a home that still has exactly this gets the current file.
@@ -123,19 +129,26 @@ def quiet_dagster_warnings() -> None:
 
 # -- the jobs ---------------------------------------------------------------------------------
 
-DEFINITIONS_MODULE = "falassets.definitions"
-ASSET_JOB = "__ASSET_JOB"  # the implicit all-assets job: what the UI's "Materialize" runs
+#: The explicit job of each campaign-partitioned asset (what the UI's "Materialize" runs).
+CAMPAIGN_ASSET_JOB: dict[str, str] = {
+    "prompts": "prompts_pass",
+    "review_selections": "review_pass",
+    "campaign_report": "report_pass",
+}
 
 
 def reconstructable_job(job_name: str) -> Any:
-    """The job as `dagster dev` loads it (module ``falassets.definitions``, attribute
-    ``defs``), so runs started here can be re-executed from the UI."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    """``dagster.reconstructable`` over the job's module-level builder in
+    ``falassets.definitions`` (the module ``workspace.yaml`` loads), so Dagster can rebuild
+    the job wherever it executes it."""
+    import dagster as dg
 
-    repository = ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
-    )
-    return repository.get_reconstructable_job(job_name)
+    from falassets import definitions
+
+    builder = definitions.JOB_BUILDERS.get(job_name)
+    if builder is None:
+        raise LaunchError(f"unknown job '{job_name}'")
+    return dg.reconstructable(builder)
 
 
 # -- ranges -----------------------------------------------------------------------------------
@@ -144,29 +157,20 @@ def reconstructable_job(job_name: str) -> Any:
 def contiguous_runs(
     order: Sequence[str], targets: Iterable[str], bridgeable: Container[str] = ()
 ) -> list[list[str]]:
-    """Split ``targets`` into stretches of consecutive keys of ``order`` (the partition
-    definition's insertion order). Keys strictly between two stretches are included, joining
-    them, only when every one of them is in ``bridgeable``. Raises LaunchError naming keys
-    that are not in ``order``."""
-    position = {key: index for index, key in enumerate(order)}
-    wanted = set(targets)
-    unknown = sorted(wanted - position.keys())
+    """``falassets.assets.partitions.contiguous_ranges`` of ``targets`` in ``order`` (the
+    partition definition's insertion order), refusing keys that are not registered: raises
+    LaunchError naming them."""
+    from falassets.assets.partitions import contiguous_ranges
+
+    known = set(order)
+    wanted = list(dict.fromkeys(targets))
+    unknown = sorted(key for key in wanted if key not in known)
     if unknown:
         shown = ", ".join(unknown[:5]) + (
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise LaunchError(f"partition keys not registered in Dagster: {shown}")
-    indexes = sorted(position[key] for key in wanted)
-    runs: list[list[str]] = []
-    for index in indexes:
-        if runs:
-            last = position[runs[-1][-1]]
-            gap = order[last + 1 : index]
-            if all(key in bridgeable for key in gap):
-                runs[-1].extend([*gap, order[index]])
-                continue
-        runs.append([order[index]])
-    return runs
+    return contiguous_ranges(order, wanted, bridgeable)
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -185,110 +189,120 @@ def _run_config(job_def: Any, extra: Mapping[str, Any], *, verbose: bool) -> dic
     return config
 
 
+def _notify_run_created(
+    instance: Any, token: str, callback: Callable[[str], Any], finished: threading.Event
+) -> threading.Thread:
+    """Call ``callback(run_id)`` as soon as the run tagged ``RUN_TOKEN_TAG=token`` exists.
+
+    ``dagster.execute_job`` creates the run and executes it in one call and chooses the run
+    id itself, so a caller following the run's progress learns the id from the run storage
+    (public ``get_run_records``), looked up from a side thread while the run executes."""
+    import dagster as dg
+
+    def look() -> None:
+        while True:
+            records = instance.get_run_records(dg.RunsFilter(tags={RUN_TOKEN_TAG: token}), limit=1)
+            if records:
+                callback(records[0].dagster_run.run_id)
+                return
+            if finished.wait(_RUN_LOOKUP_INTERVAL_S):
+                return
+
+    thread = threading.Thread(target=look, name="falassets-run-start", daemon=True)
+    thread.start()
+    return thread
+
+
 def execute(
     job_name: str,
     *,
-    run_id: str | None = None,
     tags: Mapping[str, str],
     run_config: Mapping[str, Any] | None = None,
-    asset_selection: Sequence[str] | None = None,
     verbose: bool = False,
+    on_created: Callable[[str], Any] | None = None,
 ) -> Any:
-    """Run one job in this process as a run recorded in DAGSTER_HOME; return the DagsterRun.
-
-    This is ``dagster.execute_job`` with one addition: the run id is chosen by the caller, so
-    ``submit_pass`` can hand it out before the run starts.
-    """
+    """Run one job in this process as a run recorded in DAGSTER_HOME, through
+    ``dagster.execute_job``; return its ``JobExecutionResult``. ``on_created(run_id)`` is
+    called once the run exists (before its step has finished)."""
     import dagster as dg
-    from dagster._core.execution.api import execute_run
 
     quiet_dagster_warnings()
     instance = dagster_instance()
     recon = reconstructable_job(job_name)
-    load_data = recon.repository.get_definition().repository_load_data
-    recon = recon.with_repository_load_data(load_data)
-    job_def = recon.get_definition()
-    selection = frozenset(dg.AssetKey(name) for name in asset_selection or ()) or None
+    token = str(uuid.uuid4())
+    finished = threading.Event()
+    watcher = _notify_run_created(instance, token, on_created, finished) if on_created else None
     try:
-        run = instance.create_run_for_job(
-            job_def=job_def,
-            run_id=run_id or str(uuid.uuid4()),
-            run_config=_run_config(job_def, run_config or {}, verbose=verbose),
-            tags={**job_def.run_tags, **tags},
-            job_code_origin=recon.get_python_origin(),
-            repository_load_data=load_data,
-            asset_selection=selection,
+        return dg.execute_job(
+            recon,
+            instance=instance,
+            run_config=_run_config(recon.get_definition(), run_config or {}, verbose=verbose),
+            tags={**tags, RUN_TOKEN_TAG: token},
         )
     except dg.DagsterInvalidConfigError as error:
         raise LaunchError(f"invalid run configuration: {error}") from None
-    execute_run(recon, run, instance, raise_on_error=False)
-    return instance.get_run_by_id(run.run_id)
+    finally:
+        finished.set()
+        if watcher is not None:
+            watcher.join()
 
 
-def _run_error(instance: Any, run_id: str) -> tuple[str | None, bool, str]:
-    """The first failure of a run: its first line, whether it was fal refusing the key, and
-    the whole description (the pipeline lists failed partitions there)."""
-    from dagster import DagsterEventType
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run of a pass did, read from Dagster's records of it."""
 
+    run_id: str
+    materialized: set[str]  # partition keys of the asset the run materialised
+    error: str | None  # the first line of why the run failed; None when it succeeded
+    failures: dict[str, tuple[str, str]]  # key -> (error type, message), from the Failure
+    auth_error: bool  # fal refused the key or its host is not trusted
+
+
+def run_outcome(result: Any, asset: str) -> RunOutcome:
+    """Materialised partitions and per-partition failures of ``asset`` in a finished run,
+    from Dagster's own records: its materialisation events and the structured metadata of
+    the step's ``Failure`` (see ``falassets.assets.rendering.failure``), never its text."""
+    from falassets.assets.rendering import AUTH_ERROR_METADATA, FAILURES_METADATA
     from falassets.fal.retry import UNTRUSTED_HOST
 
-    records = instance.get_records_for_run(
-        run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
-    ).records
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        data = getattr(event, "step_failure_data", None)
-        error = getattr(data, "error", None)
-        names: list[str] = []
-        while error is not None:
-            names.append(error.cls_name or "")
-            error = error.cause
-        user = getattr(data, "user_failure_data", None)
-        message = (
-            getattr(user, "description", None)
-            or record.event_log_entry.message
-            or event.message
-            or ""
-        )
-        first = message.strip().splitlines()[0] if message.strip() else "the run failed"
-        is_auth = (
-            "FalAuthError" in names or "refused the key" in message or UNTRUSTED_HOST in message
-        )
-        return first, is_auth, message
-    return None, False, ""
+    materialized = {
+        event.partition
+        for event in result.asset_materializations_for_node(asset)
+        if event.partition
+    }
+    if result.success:
+        return RunOutcome(result.run_id, materialized, None, {}, False)
+    data = result.failure_data_for_node(asset)
+    user = getattr(data, "user_failure_data", None)
+    metadata = dict(getattr(user, "metadata", None) or {})
+    table = metadata.get(FAILURES_METADATA)
+    failures = {
+        key: (str(value.get("error_type", "")), str(value.get("message", "")))
+        for key, value in (getattr(table, "value", None) or {}).items()
+    }
+    names: list[str] = []
+    error = getattr(data, "error", None)
+    while error is not None:
+        names.append(error.cls_name or "")
+        error = error.cause
+    flag = metadata.get(AUTH_ERROR_METADATA)
+    message = (getattr(user, "description", None) or "") or _first_error_message(data, result)
+    first = message.strip().splitlines()[0] if message.strip() else "the run failed"
+    auth = bool(getattr(flag, "value", False)) or "FalAuthError" in names
+    return RunOutcome(result.run_id, materialized, first, failures, auth or UNTRUSTED_HOST in first)
 
 
-_FAILURE_LINE = re.compile(r"^- (?P<key>[a-z0-9_][a-z0-9_-]*): (?P<type>[^:]+): (?P<message>.*)$")
-
-
-def parse_failure_lines(description: str) -> dict[str, tuple[str, str]]:
-    """``- <key>: <error type>: <message>`` lines of the pipeline's Failure description."""
-    found: dict[str, tuple[str, str]] = {}
-    for line in description.splitlines():
-        match = _FAILURE_LINE.match(line.strip())
-        if match:
-            found[match["key"]] = (match["type"].strip(), match["message"].strip())
-    return found
-
-
-def materialized_in_run(instance: Any, run_id: str, asset: str) -> set[str]:
-    """Partition keys of ``asset`` that the run really materialised."""
-    from dagster import AssetKey, DagsterEventType
-
-    key = AssetKey(asset)
-    done: set[str] = set()
-    cursor = None
-    while True:
-        connection = instance.get_records_for_run(
-            run_id, cursor=cursor, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000
-        )
-        for record in connection.records:
-            event = record.event_log_entry.dagster_event
-            if event.asset_key == key and event.partition:
-                done.add(event.partition)
-        if not connection.has_more:
-            return done
-        cursor = connection.cursor
+def _first_error_message(data: Any, result: Any) -> str:
+    """Why a run failed when no step left a ``Failure``: the step's error, else the first
+    failure event's message (a resource that could not start, a bad run config)."""
+    error = getattr(data, "error", None)
+    if error is not None and error.message:
+        return str(error.message)
+    for event in result.get_step_failure_events():
+        if event.message:
+            return str(event.message)
+    failures = [event for event in result.all_events if event.is_failure and event.message]
+    return str(failures[0].message) if failures else ""
 
 
 def register_campaign(campaign: str) -> None:
@@ -301,19 +315,23 @@ def materialize_campaign_asset(
     campaign: str, asset: str, *, launch_id: str, verbose: bool = False
 ) -> None:
     """Materialise one campaign-partitioned asset (prompts, review_selections, campaign_report)
-    in its own run, like the UI's "Materialize" button; LaunchError when it fails."""
-    from dagster import DagsterRunStatus
+    in its own run of the asset's job, like the UI's "Materialize" button; LaunchError when
+    it fails."""
+    from falassets.assets.partitions import PARTITION_TAG
 
+    if asset not in CAMPAIGN_ASSET_JOB:
+        raise LaunchError(f"'{asset}' is not a campaign asset")
     register_campaign(campaign)
-    run = execute(
-        ASSET_JOB,
+    result = execute(
+        CAMPAIGN_ASSET_JOB[asset],
         tags={PARTITION_TAG: campaign, LAUNCH_TAG: launch_id},
-        asset_selection=[asset],
         verbose=verbose,
     )
-    if run.status != DagsterRunStatus.SUCCESS:
-        message, _, _ = _run_error(dagster_instance(), run.run_id)
-        raise LaunchError(f"{asset} for campaign '{campaign}' failed (run {run.run_id}): {message}")
+    if not result.success:
+        outcome = run_outcome(result, asset)
+        raise LaunchError(
+            f"{asset} for campaign '{campaign}' failed (run {result.run_id}): {outcome.error}"
+        )
 
 
 def pass_partition_keys(campaign: str, pass_name: PassName) -> list[str]:
@@ -332,6 +350,15 @@ def winner_keys(campaign: str) -> list[str]:
     return [key for key in pass_partition_keys(campaign, "final") if key in picked]
 
 
+def pass_run_tags(campaign: str, pass_name: str, keys: Sequence[str]) -> dict[str, str]:
+    """The tags of one run of a pass over ``keys`` (a contiguous range): the partition tags
+    and the pass tags every launcher uses (the winners sensor too)."""
+    from falassets.assets.jobs import pass_tags
+    from falassets.assets.partitions import partition_tags
+
+    return {**partition_tags(keys), **pass_tags(campaign, pass_name)}
+
+
 def run_pass(
     campaign: str,
     pass_name: PassName,
@@ -341,7 +368,7 @@ def run_pass(
     budget_usd: float | None = None,
     mode: Mode = "rerun",
     force: bool = False,
-    run_id: str | None = None,
+    launch_id: str | None = None,
     bridgeable: Container[str] = (),
     prepare: bool = True,
     on_run_start: Callable[[str, list[str]], Any] | None = None,
@@ -352,14 +379,14 @@ def run_pass(
     First ``prompts`` (and for finals ``review_selections``) for the campaign, then the pass
     asset over ``partition_keys`` (default: every prompt for drafts, every winner for finals),
     one run per contiguous stretch of keys. ``bridgeable`` are keys known to be up to date
-    that may join two stretches into one run. ``on_run_start(run_id, keys)`` lets a caller
-    follow each run's progress.
+    that may join two stretches into one run. Every run carries ``LAUNCH_TAG=launch_id``.
+    ``on_run_start(run_id, keys)`` is called as each run starts, so a caller can follow it.
     """
-    from dagster import DagsterRunStatus
+    from falassets.assets.jobs import pass_run_config
 
     if pass_name not in PASS_JOB:
         raise LaunchError(f"unknown pass '{pass_name}': use 'draft' or 'final'")
-    launch_id = run_id or str(uuid.uuid4())
+    launch_id = launch_id or str(uuid.uuid4())
     if prepare:
         materialize_campaign_asset(campaign, "prompts", launch_id=launch_id, verbose=verbose)
         if pass_name == "final":
@@ -376,20 +403,10 @@ def run_pass(
     else:
         targets = list(dict.fromkeys(partition_keys))
     stretches = contiguous_runs(order, targets, bridgeable)
-
-    op_config: dict[str, Any] = {"force": force}
-    if pass_name == "final":
-        op_config["mode"] = mode
-    resource_config: dict[str, Any] = {}
-    if concurrency is not None:
-        resource_config["concurrency"] = concurrency
-    if budget_usd is not None:
-        resource_config["budget_usd"] = budget_usd
-    run_config: dict[str, Any] = {"ops": {PASS_ASSET[pass_name]: {"config": op_config}}}
-    if resource_config:
-        run_config["resources"] = {"fal": {"config": resource_config}}
-
-    instance = dagster_instance()
+    run_config = pass_run_config(
+        pass_name, mode=mode, force=force, concurrency=concurrency, budget_usd=budget_usd
+    )
+    wanted = set(targets)
     succeeded: list[str] = []
     failed: list[str] = []
     run_ids: list[str] = []
@@ -397,34 +414,25 @@ def run_pass(
     failures: dict[str, tuple[str, str]] = {}
     auth_error = False
     for index, keys in enumerate(stretches):
-        this_run_id = launch_id if index == 0 and run_id else str(uuid.uuid4())
-        tags = {LAUNCH_TAG: launch_id, "falassets/campaign": campaign, "falassets/pass": pass_name}
-        if len(keys) == 1:
-            tags[PARTITION_TAG] = keys[0]
-        else:
-            tags[RANGE_START_TAG], tags[RANGE_END_TAG] = keys[0], keys[-1]
-        if on_run_start is not None:
-            on_run_start(this_run_id, keys)
-        run = execute(
+        result = execute(
             PASS_JOB[pass_name],
-            run_id=this_run_id,
-            tags=tags,
+            tags={**pass_run_tags(campaign, pass_name, keys), LAUNCH_TAG: launch_id},
             run_config=run_config,
             verbose=verbose,
+            on_created=(
+                (lambda run_id, keys=keys: on_run_start(run_id, keys)) if on_run_start else None
+            ),
         )
-        run_ids.append(run.run_id)
-        done = materialized_in_run(instance, run.run_id, PASS_ASSET[pass_name])
-        wanted = set(targets)
-        succeeded += [key for key in keys if key in done and key in wanted]
-        failed += [key for key in keys if key not in done and key in wanted]
-        if run.status != DagsterRunStatus.SUCCESS:
-            message, is_auth, description = _run_error(instance, run.run_id)
-            errors.append(f"run {run.run_id}: {message}")
-            failures.update(parse_failure_lines(description))
-            auth_error |= is_auth
+        outcome = run_outcome(result, PASS_ASSET[pass_name])
+        run_ids.append(outcome.run_id)
+        succeeded += [key for key in keys if key in outcome.materialized and key in wanted]
+        failed += [key for key in keys if key not in outcome.materialized and key in wanted]
+        failures.update(outcome.failures)
+        if outcome.error is not None:
+            errors.append(f"run {outcome.run_id}: {outcome.error}")
+        auth_error |= outcome.auth_error
         if auth_error:  # every further run would be refused the same way
-            rest = [key for later in stretches[index + 1 :] for key in later if key in set(targets)]
-            failed += rest
+            failed += [key for later in stretches[index + 1 :] for key in later if key in wanted]
             break
     return PassResult(
         run_id=run_ids[0] if run_ids else "",
@@ -437,32 +445,42 @@ def run_pass(
     )
 
 
-def launch_log_path(run_id: str) -> Path:
-    """Output of a background launch (progress lines, errors)."""
-    return settings.state_dir() / "launches" / f"{run_id}.log"
+# -- launching in the background (the review page) ---------------------------------------------
 
 
-def write_launch_result(run_id: str, result: Mapping[str, Any]) -> None:
+def launch_log_path(launch_id: str) -> Path:
+    """What a background launch reports as it goes (one line per run, then the outcome)."""
+    return settings.state_dir() / "launches" / f"{launch_id}.log"
+
+
+def write_launch_result(launch_id: str, result: Mapping[str, Any]) -> None:
     """Record how a background launch ended (atomically: readers never see half a file)."""
     import json
 
-    path = launch_log_path(run_id).with_suffix(".json")
+    path = launch_log_path(launch_id).with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(json.dumps(dict(result), indent=1))
     os.replace(temporary, path)
 
 
-def launch_result(run_id: str) -> dict[str, Any] | None:
+def launch_result(launch_id: str) -> dict[str, Any] | None:
     """How a launch from :func:`submit_pass` ended: ``exit_code`` (0 all succeeded, 1 some
-    failed, 2 bad input), ``succeeded``, ``failed``, ``run_ids`` (a pass over scattered
-    partitions is several runs; ``run_id`` is the first), or ``error``. None while running."""
+    failed, 2 bad input or fal refused the key), ``succeeded``, ``failed``, ``run_ids`` (a
+    pass over scattered partitions is several runs), or ``error``. None while running."""
     import json
 
     try:
-        return json.loads(launch_log_path(run_id).with_suffix(".json").read_text())
+        return json.loads(launch_log_path(launch_id).with_suffix(".json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def launch_runs_url(dagster_url: str, launch_id: str) -> str:
+    """The Dagster UI's run list filtered to one launch's runs (by its ``LAUNCH_TAG``)."""
+    from urllib.parse import quote
+
+    return f"{dagster_url.rstrip('/')}/runs?q%5B0%5D={quote(f'tag:{LAUNCH_TAG}={launch_id}')}"
 
 
 def submit_pass(
@@ -473,49 +491,70 @@ def submit_pass(
     mode: Mode = "rerun",
     concurrency: int | None = None,
     budget_usd: float | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> str:
-    """Start the pass in a background process and return its Dagster run id at once.
+    """Start :func:`run_pass` on a background thread of this process; return its launch id
+    (the ``LAUNCH_TAG`` of each of its runs) at once.
 
-    The process is ``falassets run <campaign> --run-id ID`` in its own session (it outlives a
-    closed terminal or a restarted review page); its output goes to ``launch_log_path(ID)``.
+    Why a thread of this process: the review page calls the pipeline's own launch function,
+    not the command above it, and stays responsive while the pass renders. The pass ends
+    with the process (a crash or a stop leaves pending requests that the next run resumes,
+    never pays for twice). ``launch_result(id)`` tells how it ended; ``launch_log_path(id)``
+    has a line per run.
     """
     from falassets.campaigns import split_partition_key
 
     if pass_name not in PASS_JOB:
         raise LaunchError(f"unknown pass '{pass_name}': use 'draft' or 'final'")
-    run_id = str(uuid.uuid4())
-    argv = [sys.executable, "-m", "falassets.cli", "run", campaign, "--pass", pass_name]
-    argv += ["--run-id", run_id, "--plain"]
-    if pass_name == "final":
-        argv += ["--mode", mode]
-    if concurrency is not None:
-        argv += ["--concurrency", str(concurrency)]
-    if budget_usd is not None:
-        argv += ["--budget-usd", str(budget_usd)]
-    log_path = launch_log_path(run_id)
+    for key in partition_keys or ():
+        if split_partition_key(key)[0] != campaign:
+            raise LaunchError(f"partition key '{key}' is not in campaign '{campaign}'")
+    launch_id = str(uuid.uuid4())
+    log_path = launch_log_path(launch_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if partition_keys is not None:
-        ids = []
-        for key in partition_keys:
-            key_campaign, prompt_id = split_partition_key(key)
-            if key_campaign != campaign:
-                raise LaunchError(f"partition key '{key}' is not in campaign '{campaign}'")
-            ids.append(prompt_id)
-        only = log_path.with_suffix(".only")
-        only.write_text("\n".join(ids) + "\n")
-        argv += ["--only", f"@{only}"]
-    child_env = {**os.environ, **(env or {})}
-    child_env["DAGSTER_HOME"] = str(prepare_dagster_home())
-    child_env["FALASSETS_DATA_DIR"] = str(settings.data_dir())
-    with log_path.open("ab") as log:
-        subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    return run_id
+    log_path.touch()
+    thread = threading.Thread(
+        target=_background_pass,
+        args=(campaign, pass_name, launch_id),
+        kwargs={
+            "partition_keys": partition_keys,
+            "mode": mode,
+            "concurrency": concurrency,
+            "budget_usd": budget_usd,
+        },
+        name=f"falassets-pass-{launch_id[:8]}",
+    )
+    thread.start()
+    return launch_id
+
+
+def _background_pass(campaign: str, pass_name: PassName, launch_id: str, **kwargs: Any) -> None:
+    """Body of a background launch: run the pass, log each run, record the outcome."""
+    log_path = launch_log_path(launch_id)
+
+    def log(line: str) -> None:
+        with log_path.open("a") as handle:
+            handle.write(line + "\n")
+
+    def started(run_id: str, keys: list[str]) -> None:
+        log(f"run {run_id}: {len(keys)} partition(s), {keys[0]} .. {keys[-1]}")
+
+    outcome: dict[str, Any] = {"exit_code": 2}
+    try:
+        result = run_pass(campaign, pass_name, launch_id=launch_id, on_run_start=started, **kwargs)
+        outcome = {
+            "exit_code": 2 if result.auth_error else (1 if result.failed else 0),
+            "succeeded": result.succeeded,
+            "failed": result.failed,
+            "run_ids": result.run_ids,
+            "errors": result.run_errors,
+        }
+        log(f"{len(result.succeeded)} succeeded, {len(result.failed)} failed")
+    except LaunchError as error:
+        outcome["error"] = str(error)
+        log(f"error: {error}")
+    except Exception as error:  # a background thread has nobody else to tell
+        outcome["error"] = f"{type(error).__name__}: {error}"
+        log(f"error: {outcome['error']}")
+        raise
+    finally:
+        write_launch_result(launch_id, outcome)

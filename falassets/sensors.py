@@ -9,6 +9,19 @@
 
 "Already attempted" is read from lineage (the input each request sent), not from sensor
 state, so a crash, a manual run or a sensor restart never causes a second render.
+
+Why sensors and not ``AutomationCondition``s: each of these does something a declarative
+condition cannot. Campaign files and review decisions live outside Dagster (an automation
+condition sees only Dagster's own events), and new prompts and winners must be *registered* as
+dynamic partitions before anything can target them (``dynamic_partitions_requests``). "Needs a
+render" means "no request for this exact input in lineage", not "missing or stale in Dagster"
+(an edited prompt is materialized yet needs a render; a failed one must not be retried in a
+loop). The final pass needs run config (the refine/rerun mode), which automation cannot pass.
+And a report refreshes after every finished render run, failed ones included, while ``eager()``
+reacts to materializations only and, over the report's all-partitions dependencies, waits while
+any prompt is missing or failed. Runs are tagged and configured as ``falassets.launch`` does
+(``partition_tags``, ``pass_tags``, ``pass_run_config``), so a pass looks the same wherever
+it started.
 """
 
 from __future__ import annotations
@@ -23,21 +36,27 @@ from typing import Any
 import dagster as dg
 
 from falassets import campaigns, decisions, settings
-from falassets.assets.finals import final_renders
 from falassets.assets.fingerprints import (
     DRAFT_QUALITY,
     FINAL_QUALITY,
     recorded_input,
     same_render_input,
 )
-from falassets.assets.jobs import draft_pass, final_pass, prompts_pass, report_pass, review_pass
+from falassets.assets.jobs import (
+    draft_pass,
+    final_pass,
+    pass_run_config,
+    pass_tags,
+    prompts_pass,
+    report_pass,
+    review_pass,
+)
 from falassets.assets.lookup import read_table_or_none
 from falassets.assets.partitions import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     campaign_partitions,
     contiguous_ranges,
     range_run_request,
+    run_partition_keys,
     unregistered,
     winner_partitions,
 )
@@ -60,16 +79,6 @@ FINISHED_STATUSES = [
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def run_partition_keys(run: dg.DagsterRun, ordered_keys: list[str]) -> list[str]:
-    """The partition keys a run covers: its partition tag, or its range in ``ordered_keys``."""
-    if run.tags.get("dagster/partition"):
-        return [run.tags["dagster/partition"]]
-    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    if not start or not end or start not in ordered_keys or end not in ordered_keys:
-        return []
-    return ordered_keys[ordered_keys.index(start) : ordered_keys.index(end) + 1]
 
 
 def keys_in_active_runs(
@@ -188,7 +197,11 @@ def draft_requests_for(
         for keys in contiguous_ranges(ordered, needed):
             requests.append(
                 range_run_request(
-                    keys, job_name=draft_pass.name, run_key=f"drafts:{storage_id}:{keys[0]}"
+                    keys,
+                    job_name=draft_pass.name,
+                    run_key=f"drafts:{storage_id}:{keys[0]}",
+                    run_config=pass_run_config("draft"),
+                    tags=pass_tags(campaign, "draft"),
                 )
             )
     return requests
@@ -286,7 +299,7 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
     registered_campaigns = set(instance.get_dynamic_partitions("campaign"))
     run_requests: list[dg.RunRequest] = []
     new_winners: list[str] = []
-    needed: list[str] = []
+    needed: dict[str, list[str]] = {}  # campaign -> winner keys to render
     for campaign, decided in sorted(by_campaign.items()):
         digest = _digest(decided)
         if cursor.campaigns.get(campaign) == digest or campaign not in registered_campaigns:
@@ -309,17 +322,21 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
             for pid in picked
         }
         new_winners += unregistered(instance, winner_partitions, wanted)
-        needed += [key for key in not_yet_attempted(campaign, "final", wanted) if key not in busy]
+        needed[campaign] = [
+            key for key in not_yet_attempted(campaign, "final", wanted) if key not in busy
+        ]
     ordered += [key for key in new_winners if key not in ordered]
-    for keys in contiguous_ranges(ordered, needed):
-        run_requests.append(
-            range_run_request(
-                keys,
-                job_name=final_pass.name,
-                run_key=f"finals:{journal}:{keys[0]}",
-                run_config={"ops": {final_renders.op.name: {"config": {"mode": mode}}}},
+    for campaign, keys_needed in needed.items():  # one campaign per run: its pass tags name it
+        for keys in contiguous_ranges(ordered, keys_needed):
+            run_requests.append(
+                range_run_request(
+                    keys,
+                    job_name=final_pass.name,
+                    run_key=f"finals:{journal}:{keys[0]}",
+                    run_config=pass_run_config("final", mode=mode),
+                    tags=pass_tags(campaign, "final"),
+                )
             )
-        )
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=(

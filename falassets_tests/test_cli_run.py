@@ -4,7 +4,6 @@ what Dagster shows per partition."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -187,23 +186,31 @@ def test_pick_then_final_pass_renders_exactly_the_winners_and_lineage_shows_it(
     assert code == 2 and "SQL error" in err
 
 
-def test_submit_pass_returns_the_run_id_at_once_and_the_run_renders_in_the_background(
+def test_submit_pass_returns_at_once_and_renders_on_a_background_thread_of_this_process(
     sim, data_dir, home, capsys
 ) -> None:
+    """The review page's launch path: the pipeline's own launch function on a thread (no
+    `falassets` subprocess), its runs tagged with the launch id it returned."""
+    import threading
+
     write_csv(data_dir / "campaigns" / "spring.csv", PROMPTS)
 
-    run_id = launch.submit_pass("spring", "draft", partition_keys=keys("hero_1", "hero_3"))
+    launch_id = launch.submit_pass("spring", "draft", partition_keys=keys("hero_1", "hero_3"))
 
-    deadline = time.monotonic() + 120
-    result = None
-    while result is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # polling the launch's outcome file, bounded by the deadline
-        result = launch.launch_result(run_id)
-    log = launch.launch_log_path(run_id).read_text()
+    [worker] = [t for t in threading.enumerate() if t.name == f"falassets-pass-{launch_id[:8]}"]
+    worker.join(timeout=120)
+    result = launch.launch_result(launch_id)
+    log = launch.launch_log_path(launch_id).read_text()
     assert result is not None and result["exit_code"] == 0, log
-    assert result["run_ids"][0] == run_id
-    run = dg.DagsterInstance.get().get_run_by_id(run_id)
-    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+    instance = dg.DagsterInstance.get()
+    tagged = instance.get_run_records(dg.RunsFilter(tags={launch.LAUNCH_TAG: launch_id}))
+    assert {record.dagster_run.run_id for record in tagged} >= set(result["run_ids"])
+    # hero_1 and hero_3 are not neighbours (hero_2 is not up to date): one run each.
+    assert len(result["run_ids"]) == 2
+    for run_id in result["run_ids"]:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+        assert f"run {run_id}: 1 partition(s)" in log
     assert sorted(r["input"]["prompt"] for r in sim.ledger()["requests"]) == sorted(
         [PROMPTS["hero_1"], PROMPTS["hero_3"]]
     )

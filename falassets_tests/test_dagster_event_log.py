@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 
 from falassets import launch
+from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from falassets.dagster_event_log import EVENT_BATCH_SIZE, BatchedSqliteEventLogStorage
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="event_log_prompts")
@@ -67,7 +68,7 @@ def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple
         result = dg.materialize(
             [renders],
             instance=instance,
-            tags={launch.RANGE_START_TAG: KEYS[0], launch.RANGE_END_TAG: KEYS[-1]},
+            tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[-1]},
             raise_on_error=False,
         )
     finally:
@@ -149,7 +150,7 @@ def test_a_run_where_nothing_rendered_still_marks_every_partition_failed(home: P
         result = dg.materialize(
             [refused],
             instance=instance,
-            tags={launch.RANGE_START_TAG: KEYS[0], launch.RANGE_END_TAG: KEYS[-1]},
+            tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[-1]},
             raise_on_error=False,
         )
         states = instance.get_status_by_partition(refused.key, KEYS, PARTITIONS)
@@ -159,3 +160,28 @@ def test_a_run_where_nothing_rendered_still_marks_every_partition_failed(home: P
     assert {state.value for state in states.values()} == {"FAILED"}
     # The asset's row was written from the batch: the UI lists the asset with this run.
     assert record.asset_entry.last_run_id == result.run_id
+
+
+def test_batch_writes_false_in_dagster_yaml_switches_back_to_dagsters_own_writes(
+    home: Path, tmp_path: Path
+) -> None:
+    """The opt-in is one setting: ``batch_writes: false`` stores event by event, as Dagster's
+    own storage does, with the same states and events."""
+    baseline_home = tmp_path / "baseline_home"
+    baseline_home.mkdir()
+    with dg.DagsterInstance.from_config(str(baseline_home)) as instance:
+        baseline_states, baseline_events, baseline_commits = _run_range(instance)
+
+    launch.prepare_dagster_home()
+    config = home / "dagster.yaml"
+    assert "batch_writes: true" in config.read_text()
+    config.write_text(config.read_text().replace("batch_writes: true", "batch_writes: false"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert not instance.event_log_storage.batch_writes
+        assert "DAGSTER_EVENT_BATCH_SIZE" not in os.environ
+        states, events, commits = _run_range(instance)
+
+    assert states == baseline_states
+    assert events == baseline_events
+    # One by one, like Dagster's storage (batched, it saves a commit per planned event).
+    assert commits > baseline_commits - len(KEYS) // 2

@@ -251,7 +251,8 @@ def test_render_winners_starts_exactly_what_the_reviewer_confirmed(
     assert submit.calls == [("spring", "final", {"partition_keys": ["spring-p3", "spring-p1"]})]
     launched = started.json()
     assert launched["run_id"] == "run-1"
-    assert launched["dagster_url"].endswith("/runs/run-1")
+    # The launch id tags every run of the pass: the link lists them in Dagster's run list.
+    assert launched["dagster_url"].endswith("/runs?q%5B0%5D=tag%3Afalassets/launch%3Drun-1")
     assert launched["winners"] == 2
     board = server.request("GET", "/api/campaigns/spring").json()
     assert [x["run_id"] for x in board["launches"]] == ["run-1"]

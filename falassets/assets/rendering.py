@@ -31,6 +31,11 @@ PROGRESS_EVERY_S = 5.0
 #: Start of the run-log line reporting Dagster's per-partition overhead (read by the benchmark).
 EVENT_OVERHEAD_PREFIX = "Dagster event handling:"
 _LISTED_FAILURES = 50  # failures named in the error text; the metadata table has them all
+#: Failure metadata a launcher reads (``falassets.launch.run_outcome``): every failed partition
+#: as ``{key: {"error_type": ..., "message": ...}}``, and whether fal refused the key.
+FAILURES_METADATA = "failures"
+AUTH_ERROR_METADATA = "fal_auth_error"
+_MESSAGE_CHARS = 200  # per failure in metadata: every failure is stored in the event log
 
 
 class RenderConfig(dg.Config):
@@ -135,6 +140,7 @@ def _auth_failure(exc: FalAuthError, rendered: int) -> dg.Failure:
         description=(
             f"{reason} {rendered} partition(s) rendered before the stop stay materialized."
         ),
+        metadata={AUTH_ERROR_METADATA: True},
         allow_retries=False,
     )
 
@@ -172,6 +178,12 @@ def failure(failures: Mapping[str, tuple[str, str]], *, rendered: int) -> dg.Fai
             "rendered": rendered,
             "failed_by_error_type": dict(by_type),
             "failed_partitions": dg.MetadataValue.md(table),
+            FAILURES_METADATA: dg.MetadataValue.json(
+                {
+                    key: {"error_type": kind, "message": message[:_MESSAGE_CHARS]}
+                    for key, (kind, message) in sorted(failures.items())
+                }
+            ),
         },
         allow_retries=False,
     )
@@ -200,4 +212,4 @@ def outcome_metadata(outcome: RenderOutcome, *, simulated: bool) -> dict[str, An
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:200]
+    return text.replace("|", "\\|").replace("\n", " ")[:_MESSAGE_CHARS]

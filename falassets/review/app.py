@@ -272,7 +272,7 @@ def _launch(
         "run_id": run_id,
         "prompts": len(keys),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dagster_url": f"{state.dagster_url.rstrip('/')}/runs/{run_id}",
+        "dagster_url": launch.launch_runs_url(state.dagster_url, run_id),
         "log": _launch_log(run_id),
         **now,
     }
@@ -374,7 +374,9 @@ def create_app(
     ``hosts``: the Host header values to answer (default: loopback names only; ``main``
     derives them from the bound address). ``access``: the secret every request must show
     (remote mode; None on loopback). ``submit``: how passes start, ``launch.submit_pass``
-    unless a caller (a test of the confirm logic) passes its own.
+    (the pipeline's launch function, on a background thread of this process; it returns the
+    launch id that tags the pass's runs) unless a caller (a test of the confirm logic) passes
+    its own.
     """
     root = settings.data_dir().resolve()
     state = ReviewState(
