@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.limiter import PROBE_FACTOR, AdaptiveLimiter, SlotFiles
+from falassets.fal.limiter import PROBE_FACTOR, AdaptiveLimiter, RequestLeases, SlotFiles
 
 HOLDER = """
 import sys, time
@@ -182,4 +182,51 @@ async def test_a_burst_of_429s_is_one_signal_for_the_back_off(tmp_path: Path) ->
     assert max(holds) <= 1.0  # the first step's ceiling (base), however many came back
     fresh = await limiter.on_rate_limited(limiter._epoch, None)
     assert fresh >= 1.0  # a refusal after we adapted is news: the back-off grows
+    limiter.close()
+
+
+LEASER = """
+import sys, time
+from pathlib import Path
+from falassets.fal.limiter import RequestLeases
+leases = RequestLeases(Path(sys.argv[1]))
+print(leases.try_take(sys.argv[2]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_request_leases_are_exclusive_across_processes_and_die_with_them(tmp_path: Path) -> None:
+    """One process accounts for a request at fal: while it lives nobody else can take its
+    lease, and the kernel frees the lease the moment it dies (issue 11)."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", LEASER, str(tmp_path), "req-1"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "True"
+        mine = RequestLeases(tmp_path)
+        assert not mine.try_take("req-1")  # the other process counts it
+        assert mine.try_take("req-2")
+        assert not mine.try_take("req-2")  # once per process too
+        assert not RequestLeases(tmp_path).try_take("req-2")
+        other.send_signal(signal.SIGKILL)
+        other.wait(timeout=10)
+        assert mine.try_take("req-1")  # its process died: the request counts for nobody
+        mine.close()
+        assert list(tmp_path.iterdir()) == []  # released leases leave no files behind
+        assert RequestLeases(tmp_path).try_take("req-2")
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+async def test_an_accepted_request_is_leased_until_its_slot_is_released(tmp_path: Path) -> None:
+    """The submitter takes its request's lease while it holds the slot, so another process
+    never mistakes a live request for a dead run's."""
+    limiter = AdaptiveLimiter(2, tmp_path)
+    other = RequestLeases(tmp_path / "requests")
+    async with limiter.slot():
+        await limiter.on_accepted("req-9")
+        assert not other.try_take("req-9")
+    assert other.try_take("req-9")
     limiter.close()

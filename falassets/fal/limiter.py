@@ -14,6 +14,10 @@ Two layers, because they solve different problems:
   ``PROBE_FACTOR`` x ``target`` accepted submits: halving and climbing back (plain AIMD) ran
   at ~70% of the account's limit with a 429 every ~30 submits. A ``Retry-After`` (or our
   backoff) holds every submit of the process until it passes, so one 429 does not become ten.
+* :class:`RequestLeases`: one lock file per request id at fal, held by whichever live process
+  accounts for that request. A slot dies with its process but the request does not: the
+  lease tells the next process which pending requests nobody alive counts any more
+  (:mod:`falassets.fal.orphan_holds`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from falassets.fal.retry import backoff_delay
 
@@ -35,6 +40,21 @@ SLOT_POLL_MIN_S = 0.005
 SLOT_POLL_MAX_S = 0.05
 #: Accepted submits, per unit of target, before probing the in-flight level fal last refused.
 PROBE_FACTOR = 20
+
+T = TypeVar("T")
+
+
+async def poll_until(attempt: Callable[[], T | None]) -> T:
+    """Call ``attempt`` (a non-blocking lock try) until it returns a value, backing off from a
+    few milliseconds to ``SLOT_POLL_MAX_S``: a local syscall, so polling costs nothing, and a
+    blocking ``flock`` would tie up a thread per waiter."""
+    delay = SLOT_POLL_MIN_S
+    while True:
+        value = attempt()
+        if value is not None:
+            return value
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(SLOT_POLL_MAX_S, delay * 2)
 
 
 class SlotFiles:
@@ -77,13 +97,7 @@ class SlotFiles:
         return None
 
     async def acquire(self) -> int:
-        delay = SLOT_POLL_MIN_S
-        while True:
-            index = self.try_acquire()
-            if index is not None:
-                return index
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(SLOT_POLL_MAX_S, delay * 2)
+        return await poll_until(self.try_acquire)
 
     def release(self, index: int) -> None:
         if index in self._held:
@@ -103,12 +117,78 @@ class SlotFiles:
         self._fds = [None] * self.capacity
 
 
+class RequestLeases:
+    """Who accounts for a request at fal: the one process holding ``flock`` on its lease file.
+
+    The submitter takes the lease before the request's pending row is written, a follower
+    (resume, adoption) before it waits on it, and the kernel drops it when that process dies.
+    So a pending row whose lease is free belongs to nobody alive: no need to trust the pid in
+    the row (pids are reused) or to ask whether its writer still runs. ``LOCK_NB`` makes a
+    claim atomic across processes, and a second descriptor of this process conflicts with the
+    first, so within a process the ``_fds`` map answers first.
+
+    A released lease's file is unlinked while still locked (no directory of 100k files). A
+    process that opened the old file just before then locks an unlinked inode, so every take
+    checks that the locked file is still the one at the path, and tries again when not.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fds: dict[str, int] = {}
+
+    def _path(self, request_id: str) -> Path:
+        # fal's ids are UUIDs, but a file name must not depend on that.
+        return self.directory / (hashlib.sha256(request_id.encode()).hexdigest()[:32] + ".lock")
+
+    def try_take(self, request_id: str) -> bool:
+        """Take the lease now; False when any process (this one included) holds it."""
+        if request_id in self._fds:
+            return False
+        path = self._path(request_id)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                current = os.stat(path)
+                locked = os.fstat(fd)
+                same = (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fds[request_id] = fd
+                return True
+            os.close(fd)  # its holder unlinked it as we opened it: lock the current file
+
+    async def take(self, request_id: str) -> None:
+        """Wait for the lease: another live process follows or holds this request until
+        fal finishes it, and counting it twice would only idle a slot."""
+        await poll_until(lambda: True if self.try_take(request_id) else None)
+
+    def release(self, request_id: str) -> None:
+        fd = self._fds.pop(request_id, None)
+        if fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._path(request_id).unlink()
+        os.close(fd)  # closing the only descriptor drops the lock
+
+    def close(self) -> None:
+        for request_id in list(self._fds):
+            self.release(request_id)
+
+
 class AdaptiveLimiter:
     """Gate every submit through a per-process target and a machine-wide slot.
 
     Use ``async with limiter.slot(): ...`` around the time a request is at fal; call
-    ``await on_accepted()`` when a submit is accepted and ``await on_rate_limited(...)`` on a
-    429.
+    ``await on_accepted(request_id)`` when a submit is accepted (it takes the request's lease
+    until the slot is released) and ``await on_rate_limited(...)`` on a 429. ``lease_dir``
+    defaults to ``slot_dir/requests``: the leases are machine-wide like the slots.
     """
 
     def __init__(
@@ -118,9 +198,12 @@ class AdaptiveLimiter:
         *,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
+        lease_dir: Path | None = None,
     ) -> None:
         self.capacity = capacity
         self.slots = SlotFiles(slot_dir, capacity)
+        self.leases = RequestLeases(lease_dir or Path(slot_dir) / "requests")
+        self._leased: dict[asyncio.Task[Any] | None, str] = {}  # slot holder -> its lease
         self.target = capacity
         self.ceiling: int | None = None  # in-flight level (ours) at which fal last said 429
         self.in_flight = 0
@@ -160,17 +243,25 @@ class AdaptiveLimiter:
             yield epoch
         finally:
             self._at_fal.discard(asyncio.current_task())
+            leased = self._leased.pop(asyncio.current_task(), None)
+            if leased is not None:
+                self.leases.release(leased)
             if index is not None:
                 self.slots.release(index)
             async with self._cond:
                 self.in_flight -= 1
                 self._cond.notify_all()
 
-    async def on_accepted(self) -> None:
+    async def on_accepted(self, request_id: str | None = None) -> None:
         """Additive increase: one more place after ``target`` accepted submits, and only after
         ``PROBE_FACTOR`` times as many when the next place is the level fal refused. Call it
-        from the task holding the slot."""
-        self._at_fal.add(asyncio.current_task())
+        from the task holding the slot, before the request's pending row is written: the
+        lease on ``request_id`` it takes (until the slot is released) tells other processes
+        this request is counted, so none mistakes it for a dead run's."""
+        task = asyncio.current_task()
+        self._at_fal.add(task)
+        if request_id is not None and task not in self._leased and self.leases.try_take(request_id):
+            self._leased[task] = request_id
         self._consecutive_429 = 0
         if self.target >= self.capacity:
             return
@@ -212,3 +303,4 @@ class AdaptiveLimiter:
 
     def close(self) -> None:
         self.slots.close()
+        self.leases.close()
