@@ -548,7 +548,7 @@ async function retryFailed() {
 function launchedPass(launched) {
   state.launches.push(launched);
   paintLaunches();
-  toast(`${launched.pass} pass started for ${launched.prompts} prompts: run ${launched.run_id}`, "info");
+  toast(`${launched.pass} pass started for ${launched.prompts} prompts: launch ${launched.run_id} (its runs are tagged with it in Dagster)`, "info");
 }
 
 function paintLaunches() {
