@@ -78,6 +78,7 @@ def prompts(n: int) -> list[dict[str, Any]]:
 
 
 async def run_engine(inputs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    ahead = int(os.environ.get("BENCH_QUEUE_AHEAD", "0"))
     from falassets.fal.engine_session import open_engine
     from falassets.fal.jobs import RenderJob
 
@@ -92,7 +93,7 @@ async def run_engine(inputs: list[dict[str, Any]], workers: int) -> dict[str, An
         for i, payload in enumerate(inputs)
     ]
     ok = failed = 0
-    async with open_engine(run_id="bench", concurrency=workers) as engine:
+    async with open_engine(run_id="bench", concurrency=workers, queue_ahead=ahead) as engine:
         async for outcome in engine.render(jobs):
             ok += outcome.ok
             failed += not outcome.ok
@@ -157,12 +158,20 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 def measure(
-    sim: Any, kind: str, mode: str, n: int, time_scale: float, workers: int = CONCURRENCY
+    sim: Any,
+    kind: str,
+    mode: str,
+    n: int,
+    time_scale: float,
+    workers: int = CONCURRENCY,
+    knobs: dict[str, Any] | None = None,
+    queue_ahead: int = 0,
 ) -> dict[str, Any]:
     sim.reset()
-    sim.configure(mode=mode, concurrency=CONCURRENCY, time_scale=time_scale)
+    sim.configure(mode=mode, concurrency=CONCURRENCY, time_scale=time_scale, **(knobs or {}))
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as data:
         env = {**os.environ, **sim.env(), "FALASSETS_DATA_DIR": data}
+        env["BENCH_QUEUE_AHEAD"] = str(queue_ahead)
         env.pop("FAL_KEY", None)
         proc = subprocess.run(
             [
@@ -235,6 +244,20 @@ def main() -> None:
         help="requests each client tries to keep in flight (above the account limit of "
         f"{CONCURRENCY} shows how each copes with 429s in reject mode)",
     )
+    parser.add_argument(
+        "--stream",
+        default="on",
+        help="emulator status stream knob (absent_404: fal without streams, polling only)",
+    )
+    parser.add_argument(
+        "--latency-low", type=float, default=None, help="mean render seconds at quality low"
+    )
+    parser.add_argument(
+        "--queue-ahead",
+        type=int,
+        default=0,
+        help="engine: requests kept at fal beyond the client concurrency (EngineConfig)",
+    )
     parser.add_argument("--child", choices=("engine", "seed"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -245,13 +268,23 @@ def main() -> None:
     from falassets.sim.control import SimProcess
 
     sim = SimProcess.start("--time-scale", str(args.time_scale), "--concurrency", str(CONCURRENCY))
+    knobs: dict[str, Any] = {"stream": args.stream}
+    if args.latency_low is not None:
+        knobs["latency_low"] = args.latency_low
     rows = []
     try:
         for mode in args.modes.split(","):
             for kind in args.clients.split(","):
                 started = time.monotonic()
                 row = measure(
-                    sim, kind, mode, args.prompts, args.time_scale, args.client_concurrency
+                    sim,
+                    kind,
+                    mode,
+                    args.prompts,
+                    args.time_scale,
+                    args.client_concurrency,
+                    knobs,
+                    args.queue_ahead,
                 )
                 rows.append(row)
                 print(
@@ -264,7 +297,8 @@ def main() -> None:
         sim.stop()
     print(
         f"{args.prompts} prompts, account limit {CONCURRENCY}, client concurrency "
-        f"{args.client_concurrency}, time scale {args.time_scale}, "
+        f"{args.client_concurrency}, time scale {args.time_scale}, stream {args.stream}, "
+        f"queue ahead {args.queue_ahead}, "
         f"{os.cpu_count()} CPUs\n"
     )
     print(table(rows))

@@ -52,6 +52,7 @@ def job_spec(job: RenderJob) -> dict[str, Any]:
         "input": job.input,
         "endpoint": job.endpoint,
         "variant": job.variant,
+        "force": job.force,
     }
 
 

@@ -66,17 +66,17 @@ async def test_an_expired_result_is_rendered_again_once(sim, data_dir: Path, kno
     "knob",
     [
         pytest.param({"history": "absent"}, id="absent"),
-        pytest.param(
-            {"history": "forbidden"},
-            id="forbidden",
-            marks=_engine_gap("a 403 from the history look-up aborts the batch as a bad key"),
-        ),
+        pytest.param({"history": "forbidden"}, id="forbidden"),
+        pytest.param({"history": "unavailable"}, id="unavailable"),
     ],
 )
-async def test_a_lost_submit_without_history_still_completes(sim, data_dir: Path, knob) -> None:
+async def test_a_lost_submit_without_history_is_never_sent_twice(sim, data_dir: Path, knob) -> None:
+    """Without a history nothing proves fal lacks the request: the job says so and stops
+    (test_engine_history_unavailable.py: reconcile and --force settle it)."""
     sim.configure(**knob)
     jobs = make_jobs(1, words="SIM_LOSE_SUBMIT_ONCE")
     (outcome,) = await render_all(
-        jobs, FalRenderer(concurrency=2, render_timeout_s=RENDER_TIMEOUT_S)
+        jobs, FalRenderer(concurrency=2, render_timeout_s=RENDER_TIMEOUT_S), history_wait_s=0.3
     )
-    assert outcome.status == "completed", (outcome.status, outcome.error_type)
+    assert (outcome.status, outcome.error_type) == ("failed", "submit_unconfirmed")
+    assert sim.ledger()["totals"]["accepted"] == 1

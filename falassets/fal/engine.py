@@ -31,6 +31,7 @@ from falassets.fal.intents import IntentLog, OpenIntent
 from falassets.fal.jobs import EDIT, RenderJob, RenderOutcome
 from falassets.fal.limiter import AdaptiveLimiter
 from falassets.fal.model import resolve_size
+from falassets.fal.orphan_holds import OrphanHolds
 from falassets.fal.pricing import billed_usd, estimate
 from falassets.fal.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
 from falassets.fal.records import PriorWork, RequestJournal, new_row, resumed_row
@@ -77,6 +78,8 @@ class Progress:
     queued: int
     spend_usd: float
     elapsed_s: float
+    waiting_at_fal: int = 0  # ours that fal holds IN_QUEUE (the account's limit is reached)
+    running_at_fal: int = 0  # ours fal reports IN_PROGRESS: the running level it grants
 
     @property
     def renders_per_minute(self) -> float:
@@ -103,7 +106,13 @@ class EngineConfig:
     backoff_cap_s: float = 30.0
     max_rate_limited: int = 200  # 429s one job may absorb before it is failed
     download_attempts: int = 3
-    history_lookups: int = 3  # tries to find a lost submit in fal's history before resubmitting
+    # How long a lost submit waits for fal's history to answer (absent, forbidden, lagging)
+    # before it is recorded submit_unconfirmed instead of being sent again.
+    history_wait_s: float = 120.0
+    # Requests kept at fal beyond `concurrency`, which a queueing fal holds IN_QUEUE: the next
+    # starts the moment one finishes, however late a status poll notices. 0 (default): at
+    # most `concurrency` at fal, as the --concurrency contract says; see engine_session.
+    queue_ahead: int = 0
     # default 4 x concurrency: a worker whose request finished fetches and verifies the output
     # while others submit, so slow downloads never leave a slot idle.
     workers: int | None = None
@@ -114,6 +123,19 @@ class _Stop(Exception):
 
 
 _DONE = object()
+
+
+SUBMIT_UNCONFIRMED = "submit_unconfirmed"
+
+
+@dataclass(frozen=True)
+class _LookUp:
+    """A history look-up's verdict: the request fal has, proof it has none (``request`` None,
+    ``unconfirmed`` False), or neither (``reason`` says why)."""
+
+    request: QueuedRequest | None
+    unconfirmed: bool = False
+    reason: str = ""
 
 
 @dataclass
@@ -156,6 +178,8 @@ class RenderEngine:
         self.simulated = simulated
         self.config = config or EngineConfig()
         self.log: EventLog = log or logging.getLogger("falassets.engine")
+        # A dead run's requests still at fal keep their places under the cap (issue 11).
+        self.orphans = OrphanHolds(limiter, queue, render_timeout_s=self.config.render_timeout_s)
         self._secret = secret
         self._started = time.monotonic()
         self._total = 0
@@ -190,6 +214,8 @@ class RenderEngine:
             queued=max(0, self._total - finished - in_flight),
             spend_usd=round(self._spend, 6),
             elapsed_s=time.monotonic() - self._started,
+            waiting_at_fal=self.queue.waiting_at_fal,
+            running_at_fal=self.queue.running_at_fal,
         )
 
     async def render(self, jobs: Iterable[RenderJob]) -> AsyncIterator[RenderOutcome]:
@@ -198,6 +224,7 @@ class RenderEngine:
         error_type 'budget_exceeded'."""
         self._prior = await asyncio.to_thread(PriorWork.load, self.journal_dir)
         self._open_intents = await asyncio.to_thread(self.intents.open_intents)
+        await self.orphans.start(self._prior.pending)  # before anything is submitted
         self._started = time.monotonic()
         self._batch_start = datetime.now(UTC)
         sized = getattr(jobs, "__len__", None)
@@ -221,10 +248,12 @@ class RenderEngine:
                 raise self._auth_error
             if self.ambiguous_submits:
                 await self._reconcile_orphans()
+            await self.orphans.wait()  # a dead run's requests hold places until they finish
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.orphans.aclose()
 
     async def _reconcile_orphans(self) -> None:
         """A submit answer was lost this batch, so fal may hold a request lineage does not
@@ -359,8 +388,21 @@ class RenderEngine:
         # A submit a crashed process sent but never recorded: adopt it from fal's history.
         for intent in self._open_intents.pop(job.key, []):
             since = datetime.fromisoformat(intent.sent_at)
-            request = await self._look_up(job, since)
+            found = await self._look_up(job, since)
+            if found.unconfirmed and not job.force:  # the intent stays open: never twice
+                row = new_row(job, run_id=self.run_id, simulated=self.simulated, attempt=attempt)
+                row["submitted_at"] = intent.sent_at
+                last = await self._unconfirmed(
+                    job, row, "an earlier submit's answer was lost", found
+                )
+                return self._outcome(job, last, request_ids, submits)
+            if found.unconfirmed:
+                self.log.warning(
+                    f"{job.partition_key}: an earlier submit may be at fal ({found.reason}); "
+                    "submitting again because of --force"
+                )
             self.intents.resolved(intent.intent_id)
+            request = found.request
             if request is not None:
                 attempt += 1
                 sender = intent.run_id or self.run_id  # its bill is the sending run's spend
@@ -475,14 +517,18 @@ class RenderEngine:
                 request = await self.queue.submit(job.endpoint, job.input)
             except AmbiguousSubmit as error:
                 self.ambiguous_submits += 1
-                request = await self._look_up(job, sent_at)
+                found = await self._look_up(job, sent_at)
+                if found.unconfirmed:  # the intent stays open: reconcile or --force settle it
+                    return await self._unconfirmed(job, row, str(error), found)
+                request = found.request
                 if request is None:
                     row.update(
                         request_id=f"lost-{uuid.uuid4()}",
                         status="failed",
                         error_type="submit_lost",
                         error_message=self._redact(
-                            f"{error}; not in fal's request history, so nothing was billed"
+                            f"{error}; fal's request history lists later requests but not "
+                            "this one, so fal never got it and nothing was billed"
                         ),
                         completed_at=utc_now(),
                     )
@@ -523,7 +569,7 @@ class RenderEngine:
                     await self._write(row)
                     return _Attempt(row, "failed", failure)
                 return failure
-            await self.limiter.on_accepted()
+            await self.limiter.on_accepted(request.request_id)  # its lease: counted by us
             _mark_pending(row, request)
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
@@ -535,27 +581,61 @@ class RenderEngine:
             return final
         return await self._fetch(job, row, request, started)
 
-    async def _look_up(self, job: RenderJob, since: datetime) -> QueuedRequest | None:
-        """Find a (maybe) accepted submit in fal's history; a few tries, fal may lag."""
-        for attempt in range(1, self.config.history_lookups + 1):
+    async def _look_up(self, job: RenderJob, since: datetime) -> _LookUp:
+        """Find a (maybe) accepted submit in fal's history. While the history cannot answer
+        (absent 404, forbidden 403, down) or does not list it yet (lag), look again with
+        backoff for ``history_wait_s``: a submit is sent again only once the history proves
+        fal never got it, since a second submit of an accepted one is billed twice."""
+        give_up = time.monotonic() + self.config.history_wait_s
+        reason = "fal's request history does not list it yet"
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                found = await self.queue.find_in_history(
+                answer = await self.queue.find_in_history(
                     job.endpoint,
                     job.input,
                     since,
                     exclude=frozenset(self._prior.known_request_ids),
                 )
             except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
-                failure = self._classify(error)
-                if failure.action is Action.AUTH:
-                    raise FalAuthError(failure.message, failure.error_type) from None
-                found = None
-            if found is not None:
-                self._prior.known_request_ids.add(found.request_id)
-                return found
-            if attempt < self.config.history_lookups:
-                await asyncio.sleep(backoff_delay(attempt, base_s=self.config.backoff_base_s))
-        return None
+                failure = self._classify(error)  # 403/404 here is the history, not the key
+                code = f" {failure.http_status}" if failure.http_status else ""
+                reason = f"fal's request history is unavailable ({failure.error_type}{code})"
+            else:
+                if answer.request is not None:
+                    self._prior.known_request_ids.add(answer.request.request_id)
+                    return _LookUp(answer.request)
+                if answer.caught_up:
+                    return _LookUp(None)
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                return _LookUp(None, unconfirmed=True, reason=reason)
+            delay = backoff_delay(
+                min(attempt, 30), base_s=self.config.backoff_base_s, cap_s=self.config.backoff_cap_s
+            )
+            await asyncio.sleep(min(delay, remaining))
+
+    async def _unconfirmed(
+        self, job: RenderJob, row: dict[str, Any], lost: str, found: _LookUp
+    ) -> _Attempt:
+        """Record a submit nobody can prove fal has or lacks; it is not sent again."""
+        message = self._redact(
+            f"{lost}; {found.reason} after {self.config.history_wait_s:.0f}s, so whether fal "
+            "has this request is unknown and it was not sent again (that could bill twice). "
+            "Run `falassets reconcile` once fal's history answers, or run again with --force "
+            "to submit it anyway"
+        )
+        row.update(
+            request_id=f"unconfirmed-{uuid.uuid4()}",
+            status="failed",
+            error_type=SUBMIT_UNCONFIRMED,
+            error_message=message,
+            completed_at=utc_now(),
+        )
+        await self._write(row)
+        self.log.warning(f"{job.partition_key}: {message}")
+        return _Attempt(row, "failed", Failure(Action.REFUSED, SUBMIT_UNCONFIRMED, message))
 
     async def _follow(
         self,
@@ -570,7 +650,7 @@ class RenderEngine:
             await self._write(row)
         started = time.monotonic() - _age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
-        async with self.limiter.slot(accepted=True):  # a resumed request is at fal too
+        async with self.orphans.slot_for(request.request_id):  # a resumed request is at fal too
             final = await self._wait(job, row, request, deadline)
         if final is not None:
             return final
@@ -579,11 +659,29 @@ class RenderEngine:
     async def _wait(
         self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, deadline: float
     ) -> _Attempt | None:
-        """None when fal says COMPLETED (fetch the result next), else the final attempt."""
+        """None when fal says COMPLETED (fetch the result next), else the final attempt.
+
+        ``render_timeout_s`` counts from when fal reports the request IN_PROGRESS (the row's
+        ``started_at``): a queueing fal's line is not the model hanging. ``deadline`` (a
+        monotonic time) only bounds silence: it moves on while fal says the request waits."""
         seen: list[str] = []
+        loop = asyncio.get_running_loop()
+        limit = self.config.render_timeout_s
+        if row.get("started_at"):  # seen running by an earlier process
+            deadline = time.monotonic() - _age_s(row["started_at"]) + limit
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                await self.queue.wait_until_done(request, on_update=seen.append)
+            async with asyncio.timeout_at(_loop_time(deadline)) as timeout:
+
+                def on_update(state: str) -> None:
+                    seen.append(state)
+                    if row.get("started_at"):
+                        return  # running: its deadline is fixed
+                    if state == "IN_PROGRESS":
+                        _mark_started(row)
+                    timeout.reschedule(loop.time() + limit)
+
+                final = await self.queue.wait_until_done(request, on_update=on_update)
+            _mark_ran(row, final.metrics.get("inference_time"))
             return None
         except TimeoutError:
             answer = await self._cancel(request)
@@ -786,6 +884,22 @@ class RenderEngine:
             row["error_message"] = self._redact(str(row["error_message"]))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._journal_thread, self.journal.write, dict(row))
+
+
+def _mark_started(row: dict[str, Any], *, ran_s: float = 0.0) -> None:
+    """When fal began running the request, and how long it waited in fal's queue first."""
+    started = datetime.now(UTC) - timedelta(seconds=ran_s)
+    row["started_at"] = started.isoformat(timespec="microseconds")
+    submitted = row.get("submitted_at")
+    if isinstance(submitted, str):
+        waited = (started - datetime.fromisoformat(submitted)).total_seconds()
+        row["queued_s"] = round(max(0.0, waited), 4)
+
+
+def _mark_ran(row: dict[str, Any], inference_s: Any) -> None:
+    """fal's own ``inference_time`` dates the start better than a status sighting."""
+    if isinstance(inference_s, int | float) and 0 <= inference_s < 86_400:
+        _mark_started(row, ran_s=float(inference_s))
 
 
 def _mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:

@@ -48,6 +48,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def queue_ahead(config: EngineConfig) -> int:
+    """Requests kept at fal beyond ``concurrency`` (``EngineConfig.queue_ahead``). A queueing
+    fal runs its account's limit and holds the rest IN_QUEUE, never rejecting them, so the
+    next render starts the moment one finishes instead of when a status poll notices: when
+    fal serves no status stream, polling then costs a render's latency, not the batch's
+    throughput. The price: the machine-wide cap becomes ``concurrency + queue_ahead``
+    requests at fal, and an account whose limit is above ``concurrency`` runs them all.
+    A rejecting fal refuses the extra ones (429) and the limiter settles where fal says."""
+    return max(0, config.queue_ahead)
+
+
 @asynccontextmanager
 async def open_engine(
     *,
@@ -84,7 +95,7 @@ async def open_engine(
         limits=limits, timeout=httpx.Timeout(120.0, connect=30.0), trust_env=True
     )
     limiter = AdaptiveLimiter(
-        engine_config.concurrency,
+        engine_config.concurrency + queue_ahead(engine_config),
         settings.state_dir() / "slots",
         backoff_base_s=engine_config.backoff_base_s,
         backoff_cap_s=engine_config.backoff_cap_s,

@@ -17,7 +17,7 @@ import contextlib
 import json
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,15 +42,21 @@ STREAM_IDLE_S = 60.0
 #: fal sends a keep-alive comment every 15 s *between* status events; this many comments
 #: before the first event mean the stream carries no status at all (``stream=idle``).
 IDLE_COMMENTS = 2
-#: Polling while nothing is known about latency: 0.5, 1, 2, 4, 8, 8 ... s.
+#: Polling while nothing is known about latency: 0.5, 0.75, 1.1, 1.7 ... s, at most 8 s
+#: apart (the first completion teaches the latency; later polls are timed from it).
 POLL_FIRST_S = 0.5
+POLL_GROWTH = 1.5
 POLL_MAX_S = 8.0
 #: Once a request is overdue, polls follow at this share of the mean latency, growing.
 POLL_OVERDUE_SHARE = 0.2
+#: Completions kept to estimate how many requests fal runs for us at once.
+FINISHES_KEPT = 30
 #: Weight of the newest observation in the client's running mean of inference time.
 LATENCY_WEIGHT = 0.2
 #: Status codes of a stream endpoint that is not there (the host serves no streams).
 STREAM_ABSENT_CODES = frozenset({404, 405, 406, 415, 501})
+#: How far fal's clock and ours may disagree when history times are compared with ours.
+CLOCK_SKEW = timedelta(seconds=5)
 #: fal's documented cancel answers (body ``status``) and what each means here.
 CANCEL_ANSWERS = {
     "OK": "cancelled",  # left the queue before it ran: never billed
@@ -80,7 +86,7 @@ class _Watch:
     """What one waiter knows of its request: the last state seen and when."""
 
     submitted: float
-    state: str = "IN_QUEUE"
+    state: str = "SUBMITTED"  # until fal says IN_QUEUE or IN_PROGRESS
     position: int | None = None
     queue_seen: float | None = None  # last time it was seen IN_QUEUE
     progress_seen: float | None = None  # first time it was seen IN_PROGRESS
@@ -96,6 +102,14 @@ class QueuedRequest:
     response_url: str
     cancel_url: str
     queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryAnswer:
+    """A history look-up: the request found, or whether its absence is proven."""
+
+    request: QueuedRequest | None
+    caught_up: bool
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,8 @@ class QueueClient:
         #: Running mean of fal's ``inference_time`` (s); None until a request completed.
         self.latency_s: float | None = None
         self._watches: dict[str, _Watch] = {}
+        #: When our last requests were seen finishing: their pace is fal's running level.
+        self._finishes: deque[float] = deque(maxlen=FINISHES_KEPT)
         self._stream_failures = 0  # streams failed in a row (any request)
         self._stream_paused_until = 0.0  # monotonic time before which waits only poll
         self._background: set[asyncio.Task[None]] = set()
@@ -269,6 +285,8 @@ class QueueClient:
                 on_update(state)
 
         breaks = 0
+        if not self.streaming:  # polling only: the first poll at the expected end, not now
+            await asyncio.sleep(self._poll_delay(watch) * random.uniform(0.9, 1.1))
         while True:
             streamed = self.streaming and breaks < MAX_STREAM_BREAKS
             absent = False
@@ -322,6 +340,7 @@ class QueueClient:
 
     def _completed(self, final: FinalStatus) -> FinalStatus:
         """Learn the model's latency from fal's own ``metrics.inference_time``."""
+        self._finishes.append(time.monotonic())
         seconds = final.metrics.get("inference_time") if final.error is None else None
         if isinstance(seconds, int | float) and 0 < seconds < 86_400:
             mean = self.latency_s
@@ -335,14 +354,23 @@ class QueueClient:
         of the queue wait plus the run, then at a growing share of the latency once overdue."""
         latency = self.latency_s
         if latency is None:
-            return min(POLL_MAX_S, POLL_FIRST_S * 2 ** (watch.polls - 1))
+            return min(POLL_MAX_S, POLL_FIRST_S * POLL_GROWTH ** max(0, watch.polls - 1))
         return poll_delay(
             state=watch.state,
             position=watch.position,
-            running=self.running_at_fal,
+            running=self._running_level(latency),
             latency_s=latency,
             in_progress_s=self._in_progress_s(watch),
         )
+
+    def _running_level(self, latency_s: float) -> float:
+        """How many requests fal runs at once for us, from how often ours finish (one every
+        ``latency / level`` s). Stale sightings make a count of IN_PROGRESS far too low, and
+        a queued request would then be polled far too late."""
+        done = self._finishes
+        if len(done) >= 2 and done[-1] > done[0]:
+            return max(1.0, latency_s * (len(done) - 1) / (done[-1] - done[0]))
+        return float(max(1, len(self._watches) - self.waiting_at_fal))
 
     @staticmethod
     def _in_progress_s(watch: _Watch) -> float | None:
@@ -467,17 +495,23 @@ class QueueClient:
         *,
         exclude: frozenset[str] = frozenset(),
         pages: int = 5,
-    ) -> QueuedRequest | None:
-        """The request with exactly this input submitted since ``since``, if fal has one.
+    ) -> HistoryAnswer:
+        """The request with exactly this input submitted since ``since``, if fal lists one,
+        and whether the history proves fal has none (``caught_up``).
 
         fal's history lists requests per endpoint with their ``json_input``; a submit whose
         answer was lost is adopted from here instead of being sent (and billed) again.
-        Requests in ``exclude`` (already journalled for other jobs) are never adopted.
+        Requests in ``exclude`` (already journalled for other jobs) are never adopted. Not
+        finding it proves nothing by itself (the history may lag, or list finished requests
+        only); an unfinished request sent clearly after ``since`` does: the history lists
+        live requests and has caught up past our submit. Raises fal_client's error when the
+        history does not answer (absent, forbidden, down).
         """
+        caught_up = False
         wanted = canonical_json(payload)
         params: dict[str, Any] = {
             "endpoint_id": endpoint,
-            "start": (since - timedelta(seconds=5)).isoformat(),
+            "start": (since - CLOCK_SKEW).isoformat(),
             "expand": "payloads",
             "limit": 100,
         }
@@ -496,15 +530,16 @@ class QueueClient:
                     except ValueError:
                         continue
                 request_id = str(item.get("request_id"))
+                caught_up = caught_up or _live_and_sent_after(item, since)
                 if request_id in exclude or _submitted_before(item, since):
                     continue
                 if candidate is not None and canonical_json(candidate) == wanted:
-                    return self.request_for(endpoint, str(item["request_id"]))
+                    return HistoryAnswer(self.request_for(endpoint, request_id), True)
             cursor = data.get("next_cursor") if isinstance(data, dict) else None
             if not cursor or not data.get("has_more", True):
-                return None
+                break
             params["cursor"] = cursor
-        return None
+        return HistoryAnswer(None, caught_up)
 
 
 async def _drain(events: AsyncIterator[Any], stack: contextlib.AsyncExitStack) -> None:
@@ -563,7 +598,7 @@ def poll_delay(
     *,
     state: str,
     position: int | None,
-    running: int,
+    running: float,
     latency_s: float,
     in_progress_s: float | None,
 ) -> float:
@@ -577,7 +612,7 @@ def poll_delay(
     account's throughput, when fal holds a short queue of ours (see the engine's limiter).
     """
     step = POLL_OVERDUE_SHARE * latency_s
-    if state == "IN_QUEUE":
+    if state != "IN_PROGRESS":  # queued, or just submitted
         ahead = (position or 0) + 1
         return max(step, ahead * latency_s / max(1, running) + latency_s)
     ran = in_progress_s or 0.0
@@ -590,6 +625,17 @@ def poll_delay(
 
 def _submitted_before(item: dict[str, Any], since: datetime) -> bool:
     """True when the item says it was sent before ``since`` (a server may ignore ``start``)."""
+    when = _sent_at(item, since)
+    return when is not None and when < since - CLOCK_SKEW
+
+
+def _live_and_sent_after(item: dict[str, Any], since: datetime) -> bool:
+    """An unfinished request (no ``ended_at``) sent clearly after ``since``, by fal's clock."""
+    when = _sent_at(item, since)
+    return item.get("ended_at") is None and when is not None and when > since + CLOCK_SKEW
+
+
+def _sent_at(item: dict[str, Any], since: datetime) -> datetime | None:
     for name in ("sent_at", "submitted_at", "created_at", "started_at"):
         value = item.get(name)
         if isinstance(value, str):
@@ -597,15 +643,14 @@ def _submitted_before(item: dict[str, Any], since: datetime) -> bool:
                 when = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=since.tzinfo)
-            return when < since - timedelta(seconds=5)
-    return False
+            return when.replace(tzinfo=since.tzinfo) if when.tzinfo is None else when
+    return None
 
 
 __all__ = [
     "AmbiguousSubmit",
     "FinalStatus",
+    "HistoryAnswer",
     "QueueClient",
     "QueuedRequest",
     "Result",

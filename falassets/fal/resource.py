@@ -30,6 +30,19 @@ class FalRenderer(dg.ConfigurableResource):
     render_timeout_s: float = 900.0  # a request not finished by then is cancelled, recorded
     retry_budget: int = Field(default=4, ge=1)  # attempts per job for retryable failures
     budget_usd: float | None = None  # stop submitting before spend would exceed this
+    history_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long a lost submit waits for fal's request history before it is "
+        "recorded submit_unconfirmed (never resent)",
+    )
+    queue_ahead: int = Field(
+        default=0,
+        ge=0,
+        description="requests kept waiting at a queueing fal beyond `concurrency` (raises the "
+        "machine-wide cap to concurrency + queue_ahead); helps only when fal's status stream "
+        "is unavailable and renders are polled",
+    )
 
     @asynccontextmanager
     async def engine(
@@ -49,6 +62,6 @@ class FalRenderer(dg.ConfigurableResource):
             render_timeout_s=self.render_timeout_s,
             retry_budget=self.retry_budget,
             budget_usd=self.budget_usd,
-            **overrides,
+            **{"history_wait_s": self.history_wait_s, "queue_ahead": self.queue_ahead, **overrides},
         ) as engine:
             yield engine

@@ -24,8 +24,10 @@ REQUEST_COLUMNS: dict[str, str] = {
     "http_status": "INTEGER",
     "attempt": "INTEGER",  # 1 for the first submit of a job, 2 for its first retry, ...
     "submitted_at": "TIMESTAMPTZ",
+    "started_at": "TIMESTAMPTZ",  # when fal began running it (IN_PROGRESS; null if never seen)
     "completed_at": "TIMESTAMPTZ",
     "latency_s": "DOUBLE",  # submit to result
+    "queued_s": "DOUBLE",  # submit to started_at: time spent waiting in fal's queue
     "output_url": "VARCHAR",  # where fal served the output (refine passes it back to fal)
     "image_path": "VARCHAR",  # absolute path of the downloaded output
     "thumbnail_path": "VARCHAR",
