@@ -79,8 +79,8 @@ def prompts(n: int) -> list[dict[str, Any]]:
 
 async def run_engine(inputs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     ahead = int(os.environ.get("BENCH_QUEUE_AHEAD", "0"))
-    from falassets.fal.engine_session import open_engine
-    from falassets.fal.jobs import RenderJob
+    from falassets.engine.jobs import RenderJob
+    from falassets.engine.session import open_engine
 
     jobs = [
         RenderJob(
@@ -135,7 +135,7 @@ def child(kind: str, n: int, workers: int) -> None:
     inputs = prompts(n)
     runner = run_engine if kind == "engine" else run_seed
     if kind == "engine":  # import before timing, as the seed's fal_client import below
-        import falassets.fal.engine_session  # noqa: F401
+        import falassets.engine.session  # noqa: F401
     else:
         import fal_client  # noqa: F401
     cpu0, wall0 = time.process_time(), time.monotonic()

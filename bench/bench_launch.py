@@ -35,7 +35,7 @@ def main() -> None:
     os.environ.update(sim.env())
     try:
         import falassets
-        from falassets import launch
+        from falassets.pipeline import launch
 
         campaigns = work / "data" / "campaigns"
         campaigns.mkdir(parents=True)

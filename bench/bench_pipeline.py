@@ -19,7 +19,7 @@ and peak RSS of the run process (each part runs in its own child process; the em
 separate process and not counted). Target: peak RSS < 1 GB.
 
 Part 1 runs twice, side by side against the same emulator: on the DAGSTER_HOME falassets
-prepares (its batched SQLite event log, falassets/dagster_event_log.py) and on Dagster's default
+prepares (its batched SQLite event log, falassets/pipeline/event_log.py) and on Dagster's default
 SQLite storage (the baseline; ``--no-baseline`` skips it). The difference is the start-up:
 Dagster stores one "materialization planned" event per partition before the step starts.
 
@@ -59,7 +59,7 @@ def child(prompts: int, time_scale: float, concurrency: int, storage: str) -> di
     os.environ.pop("FAL_KEY", None)
     os.environ.pop("DAGSTER_EVENT_BATCH_SIZE", None)
     if storage == "falassets":
-        from falassets.launch import prepare_dagster_home
+        from falassets.pipeline.launch import prepare_dagster_home
 
         prepare_dagster_home()
     else:
@@ -83,11 +83,11 @@ def _run(work: Path, prompts: int, concurrency: int, sim) -> dict:
 
     import dagster as dg
 
-    from falassets.assets.drafts import draft_renders
-    from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-    from falassets.assets.prompts import prompts as prompts_asset
-    from falassets.assets.rendering import EVENT_OVERHEAD_PREFIX
-    from falassets.fal.resource import FalRenderer
+    from falassets.pipeline.assets.drafts import draft_renders
+    from falassets.pipeline.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+    from falassets.pipeline.assets.prompts import prompts as prompts_asset
+    from falassets.pipeline.assets.rendering import EVENT_OVERHEAD_PREFIX
+    from falassets.pipeline.resources import FalRenderer
 
     campaigns = work / "data" / "campaigns"
     campaigns.mkdir(parents=True)

@@ -7,6 +7,6 @@ from falassets.settings import configure_fal_environment
 configure_fal_environment()
 
 if os.environ.get("FALASSETS_QUIET_DAGSTER_WARNINGS"):  # a process falassets started
-    from falassets.cli_warnings import quiet_dagster_notices
+    from falassets.cli.dagster_notices import quiet_dagster_notices
 
     quiet_dagster_notices()

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from falassets import settings
-from falassets.fal.jobs import RenderJob, RenderOutcome, canonical_json
-from falassets.fal.resource import FalRenderer
+from falassets.engine.jobs import RenderJob, RenderOutcome, canonical_json
 from falassets.lineage.journal import latest_by, read_journal
+from falassets.pipeline.resources import FalRenderer
 
 #: Fast retries for tests; the defaults (0.5 s base) are for fal.
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05}
@@ -81,8 +81,8 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str =
 
 CHILD = """
 import asyncio, json, sys
-from falassets.fal.jobs import RenderJob
-from falassets.fal.engine_session import open_engine
+from falassets.engine.jobs import RenderJob
+from falassets.engine.session import open_engine
 
 spec = json.loads(sys.argv[1])
 jobs = [RenderJob(**job) for job in spec["jobs"]]

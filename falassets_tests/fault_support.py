@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from falassets.fal.jobs import RenderJob, canonical_json
+from falassets.engine.jobs import RenderJob, canonical_json
 from falassets_tests.engine_support import all_journal_lines, lineage_rows
 
 #: Set by bench/fault_matrix.py: each scenario appends its figures here as one JSON line.
@@ -26,8 +26,8 @@ FIGURES_ENV = "FALASSETS_FAULT_FIGURES"
 
 CHILD = """
 import asyncio, json, sys
-from falassets.fal.jobs import RenderJob
-from falassets.fal.engine_session import open_engine
+from falassets.engine.jobs import RenderJob
+from falassets.engine.session import open_engine
 
 spec = json.loads(sys.argv[1])
 jobs = [RenderJob(**job) for job in spec["jobs"]]

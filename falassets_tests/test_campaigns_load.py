@@ -19,7 +19,7 @@ from falassets.campaigns import (
     render_input,
     split_partition_key,
 )
-from falassets.fal import model
+from falassets.engine import model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,8 +33,8 @@ from falassets.campaigns import (
     split_partition_key,
     write_table,
 )
-from falassets.fal import model
-from falassets.fal.jobs import TEXT_TO_IMAGE, canonical_json, job_key
+from falassets.engine import model
+from falassets.engine.jobs import TEXT_TO_IMAGE, canonical_json, job_key
 
 KEY_RE = re.compile(r"[a-z0-9_-]+")
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

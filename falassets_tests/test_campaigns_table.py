@@ -21,7 +21,7 @@ from falassets.campaigns import (
     removed_prompts,
     write_table,
 )
-from falassets.csv_safety import SafeCsvWriter, SafeDictWriter, safe_cell, safe_row
+from falassets.review.csv_safety import SafeCsvWriter, SafeDictWriter, safe_cell, safe_row
 
 
 def sample(name: str = "spring") -> Campaign:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from falassets.campaigns import CampaignError, load_campaign, write_table
-from falassets.fal.jobs import canonical_json
+from falassets.engine.jobs import canonical_json
 
 
 def parquet(table: pa.Table) -> Callable[[Path], None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets import cli_doctor
+from falassets.cli import doctor as cli_doctor
 from falassets.lineage import catalog
 from falassets.sim.control import SimProcess
 

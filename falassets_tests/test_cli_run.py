@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from falassets import launch
-from falassets.fal.pricing import price_usd
+from falassets.engine.pricing import price_usd
+from falassets.pipeline import launch
 from falassets_tests.test_cli_support import (
     partition_statuses,
     run_cli,
@@ -88,7 +88,7 @@ def test_a_link_re_pointed_at_a_new_export_is_the_same_campaign_staged_as_a_copy
 ) -> None:
     """``spring.csv -> export_v1.csv``, later ``-> export_v2.csv``: the campaign keeps the
     link's name and the new export is its next version (no --replace), copied as a file."""
-    from falassets.cli_run import resolve_campaign_file, stage
+    from falassets.cli.run import resolve_campaign_file, stage
 
     exports = tmp_path_factory.mktemp("exports")
     link = exports / "spring.csv"

@@ -50,7 +50,7 @@ def partition_statuses(asset: str, keys: list[str]) -> dict[str, str]:
     """Dagster's own view of each partition (MATERIALIZED, FAILED, ...), in DAGSTER_HOME."""
     import dagster as dg
 
-    from falassets.assets.partitions import prompt_partitions, winner_partitions
+    from falassets.pipeline.assets.partitions import prompt_partitions, winner_partitions
 
     partitions = winner_partitions if asset == "final_renders" else prompt_partitions
     instance = dg.DagsterInstance.get()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from falassets.cli_errors import UserError
-from falassets.cli_progress import JournalTail
-from falassets.cli_run import stage
-from falassets.cli_table import format_table
-from falassets.launch import LaunchError, contiguous_runs
+from falassets.cli.errors import UserError
+from falassets.cli.progress import JournalTail
+from falassets.cli.run import stage
+from falassets.cli.table import format_table
+from falassets.pipeline.launch import LaunchError, contiguous_runs
 
 ORDER = ["a-1", "a-2", "b-1", "a-3", "a-4", "a-5", "b-2", "a-6"]
 

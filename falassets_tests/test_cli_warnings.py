@@ -7,7 +7,12 @@ import warnings
 
 from dagster_shared.utils.warnings import BetaWarning, PreviewWarning, SupersessionWarning
 
-from falassets.cli_warnings import DG_DEV_NOTICE, QUIET_ENV, dagster_dev_env, quiet_dagster_notices
+from falassets.cli.dagster_notices import (
+    DG_DEV_NOTICE,
+    QUIET_ENV,
+    dagster_dev_env,
+    quiet_dagster_notices,
+)
 
 
 def test_only_dagster_beta_preview_and_the_dg_dev_notice_are_hidden(monkeypatch) -> None:

@@ -21,8 +21,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from falassets.assets.drafts import draft_renders
-from falassets.launch import prepare_dagster_home
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.launch import prepare_dagster_home
 from falassets_tests.test_pipeline_support import load_campaign, render, statuses, write_campaign
 from falassets_tests.test_sim_support import free_port
 

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 import sqlalchemy
 
-from falassets import launch
-from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from falassets.dagster_event_log import EVENT_BATCH_SIZE, BatchedSqliteEventLogStorage
+from falassets.pipeline import launch
+from falassets.pipeline.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from falassets.pipeline.event_log import EVENT_BATCH_SIZE, BatchedSqliteEventLogStorage
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="event_log_prompts")
 KEYS = [f"p{i:03d}" for i in range(60)]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from falassets import launch
+from falassets.pipeline import launch
 from falassets_tests.test_dagster_dev_backfill import DagsterDev, wait_for
 from falassets_tests.test_pipeline_support import write_campaign
 from falassets_tests.test_review_browser import CHROMIUM, CHROMIUM_ARGS

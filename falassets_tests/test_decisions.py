@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from falassets import decisions, settings
-from falassets.lineage import catalog
+from falassets import settings
+from falassets.lineage import catalog, decisions
 from falassets_tests.test_lineage_support import Child, run_python
 
 
@@ -69,7 +69,7 @@ def test_decisions_survive_the_process_and_other_processes_see_them(
     recorded = run_python(
         """
         import json
-        from falassets import decisions
+        from falassets.lineage import decisions
         decisions.record_decisions("spring", ["a", "b"], "pick", source="review")
         print(json.dumps(True))
         """,
@@ -86,7 +86,7 @@ def test_decisions_survive_the_process_and_other_processes_see_them(
     seen = run_python(
         """
         import json
-        from falassets import decisions
+        from falassets.lineage import decisions
         print(json.dumps(decisions.winners("spring")))
         """,
         data_dir=data_root,
@@ -98,7 +98,7 @@ def test_decisions_survive_the_process_and_other_processes_see_them(
 def test_two_processes_deciding_at_once_lose_nothing(data_root: Path, tmp_path: Path) -> None:
     reviewer = """
     import json, sys
-    from falassets import decisions
+    from falassets.lineage import decisions
     print("ready")
     name = sys.stdin.readline().strip()
     for n in range(100):

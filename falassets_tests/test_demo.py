@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from falassets import decisions
 from falassets.campaigns import load_campaign
-from falassets.demo import choose_winners, demo_csv, demo_rows
-from falassets.lineage import queries
+from falassets.cli.demo import choose_winners, demo_csv, demo_rows
+from falassets.lineage import decisions, queries
 from falassets_tests.test_cli_support import partition_statuses, run_cli, use_dagster_home
 
 

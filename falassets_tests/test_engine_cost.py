@@ -3,7 +3,7 @@ recorded as billed when fal says how many units it billed, and a budget cap that
 when every request costs the most the pricing rules allow.
 
 Engine figures are compared with the emulator's ledger: its own copy of fal's rules
-(``falassets/sim/rules.py``), written independently of ``falassets/fal/pricing.py``.
+(``falassets/sim/rules.py``), written independently of ``falassets/engine/pricing.py``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal import pricing
-from falassets.fal.jobs import EDIT, RenderJob
-from falassets.fal.model import custom_size_problem
-from falassets.fal.resource import FalRenderer
+from falassets.engine import pricing
+from falassets.engine.jobs import EDIT, RenderJob
+from falassets.engine.model import custom_size_problem
 from falassets.lineage import catalog
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import lineage_rows, make_jobs, render_all
 
 #: The engine rounds a cost to 6 decimals; the emulator to its own: a refine's recorded cost
@@ -202,9 +202,10 @@ async def test_budget_cap_refuses_a_request_whose_upper_bound_does_not_fit(
 async def test_dry_run_of_a_refine_pass_is_what_the_refines_cost(sim, data_dir: Path) -> None:
     """``falassets run --pass final --mode refine --dry-run`` prices each winner as the edit it
     will be (its draft as input image), with the rule the engine records."""
-    from falassets import campaigns, decisions
-    from falassets.assets.finals import final_job
-    from falassets.cli_plan import plan_pass
+    from falassets import campaigns
+    from falassets.cli.plan import plan_pass
+    from falassets.lineage import decisions
+    from falassets.pipeline.assets.finals import final_job
 
     source = data_dir / "spring.csv"
     source.write_text(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from falassets.fal.resource import FalRenderer
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import (
     billed_inputs,
     files_exist,

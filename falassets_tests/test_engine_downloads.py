@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from falassets.fal.downloads import (
+from falassets.engine.downloads import (
     DownloadError,
     allowed_host,
     download_image,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.resource import FalRenderer
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import lineage_rows, make_jobs, render_all, wait_for
 from falassets_tests.test_cli_support import run_cli
 

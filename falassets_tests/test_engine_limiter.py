@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.limiter import PROBE_FACTOR, AdaptiveLimiter, RequestLeases, SlotFiles
+from falassets.engine.limiter import PROBE_FACTOR, AdaptiveLimiter, RequestLeases, SlotFiles
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from falassets.fal.limiter import SlotFiles
+from falassets.engine.limiter import SlotFiles
 slots = SlotFiles(Path(sys.argv[1]), int(sys.argv[2]))
 taken = [slots.try_acquire() for _ in range(int(sys.argv[3]))]
 print(" ".join(str(t) for t in taken), flush=True)
@@ -188,7 +188,7 @@ async def test_a_burst_of_429s_is_one_signal_for_the_back_off(tmp_path: Path) ->
 LEASER = """
 import sys, time
 from pathlib import Path
-from falassets.fal.limiter import RequestLeases
+from falassets.engine.limiter import RequestLeases
 leases = RequestLeases(Path(sys.argv[1]))
 print(leases.try_take(sys.argv[2]), flush=True)
 time.sleep(600)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from falassets.fal.engine import Progress
-from falassets.fal.resource import FalRenderer
-from falassets.progress import format_progress
+from falassets.engine.progress import format_progress
+from falassets.engine.render_engine import Progress
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import FAST, lineage_rows, make_jobs
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.downloads import file_sha256
-from falassets.fal.engine import FalAuthError
-from falassets.fal.jobs import RenderJob
-from falassets.fal.resource import FalRenderer
+from falassets.engine.downloads import file_sha256
+from falassets.engine.jobs import RenderJob
+from falassets.engine.render_engine import FalAuthError
 from falassets.lineage.schema import REQUEST_COLUMNS
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import (
     FAST,
     all_journal_lines,

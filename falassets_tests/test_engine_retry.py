@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from falassets.fal.retry import (
+from falassets.engine.retry import (
     Action,
     backoff_delay,
     classify_exception,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from falassets import settings
-from falassets.cli_progress import PassWatcher
-from falassets.fal.intents import IntentLog
+from falassets.cli.progress import PassWatcher
+from falassets.engine.intents import IntentLog
 from falassets_tests.engine_support import (
     FAST,
     lineage_rows,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from fal_client import FalClientHTTPError
 
-from falassets.fal import queue_client as qc
-from falassets.fal.queue_client import QueueClient, QueuedRequest
-from falassets.fal.resource import FalRenderer
+from falassets.engine import queue_client as qc
+from falassets.engine.queue_client import QueueClient, QueuedRequest
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import make_jobs, render_all, wait_for
 from falassets_tests.test_sim_support import T2I, client, request_input, submit
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.jobs import RenderJob, canonical_json
+from falassets.engine.jobs import RenderJob, canonical_json
 from falassets.sim.control import SimProcess
 from falassets_tests.engine_support import billed_inputs, lineage_rows, make_jobs, wait_for
 from falassets_tests.fault_support import (

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from falassets.fal.jobs import RenderJob
+from falassets.engine.jobs import RenderJob
 from falassets_tests.engine_support import billed_inputs, lineage_rows, make_jobs, wait_for
 from falassets_tests.fault_support import job_spec
 
@@ -33,8 +33,8 @@ FAST = {"time_scale": 0.02}  # what the next run submits renders in well under a
 
 CHILD = """
 import asyncio, json, sys, time
-from falassets.fal.jobs import RenderJob
-from falassets.fal.engine_session import open_engine
+from falassets.engine.jobs import RenderJob
+from falassets.engine.session import open_engine
 
 spec = json.loads(sys.argv[1])
 jobs = [RenderJob(**job) for job in spec["jobs"]]

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from falassets.fal.engine import FalAuthError
-from falassets.fal.engine_session import open_engine
-from falassets.fal.resource import FalRenderer
+from falassets.engine.render_engine import FalAuthError
+from falassets.engine.session import open_engine
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import FAST, lineage_rows, make_jobs, render_all
 from falassets_tests.fault_support import assert_promises, figures, record
 

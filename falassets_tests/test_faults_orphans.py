@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from falassets import settings
-from falassets.fal.intents import IntentLog
-from falassets.fal.jobs import RenderJob
-from falassets.fal.resource import FalRenderer
+from falassets.engine.intents import IntentLog
+from falassets.engine.jobs import RenderJob
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import (
     lineage_rows,
     make_jobs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from falassets.definitions import defs
+from falassets.pipeline.definitions import defs
 
 
 def test_definitions_load_with_the_contracted_names() -> None:
@@ -28,7 +28,7 @@ def test_definitions_load_with_the_contracted_names() -> None:
 def test_the_fal_key_is_an_env_var_never_a_literal(monkeypatch) -> None:
     import importlib
 
-    import falassets.definitions as module
+    import falassets.pipeline.definitions as module
 
     monkeypatch.setenv("FAL_KEY", "secret-key-that-must-not-leak")
     try:

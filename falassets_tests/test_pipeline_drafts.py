@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 
 from falassets import campaigns
-from falassets.assets.drafts import draft_renders
 from falassets.lineage import queries
+from falassets.pipeline.assets.drafts import draft_renders
 from falassets_tests.test_pipeline_support import (
     load_campaign,
     materialization_metadata,
@@ -153,7 +153,7 @@ def test_a_partition_whose_prompt_was_removed_fails_with_the_fix(sim, data_dir, 
 
 
 def test_a_wrong_key_fails_the_run_with_a_clear_message_and_no_key(sim, data_dir, instance) -> None:
-    from falassets.fal.resource import FalRenderer
+    from falassets.pipeline.resources import FalRenderer
 
     sim.configure(time_scale=0.01, valid_key="the-right-key")
     write_campaign(data_dir, "spring", {"a": "a red kite"})

@@ -6,15 +6,14 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from falassets import decisions
-from falassets.assets.drafts import draft_renders
-from falassets.assets.finals import final_renders
-from falassets.assets.review import review_selections
-from falassets.fal.jobs import EDIT, TEXT_TO_IMAGE
-from falassets.fal.pricing import price_usd
-from falassets.fal.resource import FalRenderer
-from falassets.lineage import queries
-from falassets.sensors import winners_sensor
+from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE
+from falassets.engine.pricing import price_usd
+from falassets.lineage import decisions, queries
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.assets.selections import review_selections
+from falassets.pipeline.automation import winners_sensor
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.test_pipeline_sensors import Ticker, covered
 from falassets_tests.test_pipeline_support import (
     load_campaign,

@@ -9,11 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from falassets import decisions, launch
-from falassets.assets.checks import final_file_matches_sha256
-from falassets.assets.drafts import draft_renders
-from falassets.assets.finals import final_renders
-from falassets.fal.resource import FalRenderer
+from falassets.lineage import decisions
+from falassets.pipeline import launch
+from falassets.pipeline.assets.checks import final_file_matches_sha256
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.test_cli_support import partition_statuses, use_dagster_home, write_csv
 from falassets_tests.test_pipeline_support import (
     load_campaign,

@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from falassets import campaigns, decisions, settings
-from falassets.assets.drafts import draft_renders
-from falassets.assets.finals import final_renders
-from falassets.assets.reports import campaign_report
-from falassets.fal.pricing import price_usd
-from falassets.lineage import catalog
+from falassets import campaigns, settings
+from falassets.engine.pricing import price_usd
+from falassets.lineage import catalog, decisions
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.assets.reports import campaign_report
 from falassets_tests.test_pipeline_support import (
     load_campaign,
     materialization_metadata,

@@ -9,10 +9,10 @@ import csv
 import dagster as dg
 import pytest
 
-from falassets.assets.drafts import draft_renders
-from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from falassets.definitions import defs
-from falassets.sensors import campaign_file_sensor
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from falassets.pipeline.automation import campaign_file_sensor
+from falassets.pipeline.definitions import defs
 from falassets_tests.test_pipeline_support import load_campaign, render, write_campaign
 
 PROMPTS = {

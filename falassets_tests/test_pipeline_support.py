@@ -11,13 +11,13 @@ from typing import Any
 
 import dagster as dg
 
-from falassets.assets.drafts import draft_renders
-from falassets.assets.finals import final_renders
-from falassets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from falassets.assets.prompts import prompts
-from falassets.assets.reports import campaign_report
-from falassets.assets.review import review_selections
-from falassets.fal.resource import FalRenderer
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from falassets.pipeline.assets.prompts import prompts
+from falassets.pipeline.assets.reports import campaign_report
+from falassets.pipeline.assets.selections import review_selections
+from falassets.pipeline.resources import FalRenderer
 
 ASSETS = [prompts, draft_renders, review_selections, final_renders, campaign_report]
 

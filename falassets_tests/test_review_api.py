@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from falassets import campaigns, decisions, settings
-from falassets.fal.pricing import price_usd
+from falassets import campaigns, settings
+from falassets.engine.pricing import price_usd
+from falassets.lineage import decisions
 from falassets.lineage.journal import Journal
 from falassets.review.app import main
 from falassets.review.exports import MARKS

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from falassets import decisions, settings
+from falassets import settings
+from falassets.lineage import decisions
 from falassets.lineage.journal import Journal
 from falassets.review.body import MAX_BODY_BYTES
 from falassets.review.security import TOKEN_HEADER
@@ -142,7 +143,7 @@ def test_odd_decision_lines_are_skipped(
     ]
     odd_file = settings.journal_dir() / "decisions-odd.jsonl"
     odd_file.write_text("".join(json.dumps(line) + "\n" for line in odd_lines))
-    with caplog.at_level(logging.WARNING, logger="falassets.decisions"):
+    with caplog.at_level(logging.WARNING, logger="falassets.lineage.decisions"):
         board = server.request("GET", "/api/campaigns/spring")
         assert decisions.winners("spring") == ["p2"]
     assert board.status == 200

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from falassets import decisions, launch
-from falassets.lineage import queries
+from falassets.lineage import decisions, queries
+from falassets.pipeline import launch
 from falassets_tests.test_review_support import (
     ReviewServer,
     seed_drafts,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets import decisions
+from falassets.lineage import decisions
 from falassets.review.security import TOKEN_HEADER, access_cookie_name, allowed_hosts, host_only
 from falassets_tests.test_review_support import Reply, ReviewServer, http_request, seed_drafts
 

@@ -142,7 +142,7 @@ def seed_drafts(
     from PIL import Image
 
     from falassets import campaigns, settings
-    from falassets.fal.pricing import price_usd
+    from falassets.engine.pricing import price_usd
     from falassets.lineage.journal import Journal
     from falassets.lineage.schema import REQUEST_COLUMNS
 

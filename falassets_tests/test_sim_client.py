@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import ImageChops, ImageStat
 
-from falassets.fal.pricing import price_usd
+from falassets.engine.pricing import price_usd
 from falassets_tests.test_sim_support import (
     EDIT,
     KEY,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from falassets.fal.resource import FalRenderer
+from falassets.pipeline.resources import FalRenderer
 from falassets_tests.engine_support import billed_inputs, lineage_rows, make_jobs, render_all
 
 RENDER_TIMEOUT_S = 6.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fal_client
 import pytest
 
-from falassets.fal.pricing import price_usd
+from falassets.engine.pricing import price_usd
 from falassets_tests.test_sim_support import (
     EDIT,
     KEY,

@@ -44,7 +44,9 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from falassets import decisions, launch, settings
+from falassets import settings
+from falassets.lineage import decisions
+from falassets.pipeline import launch
 from falassets.review import board as boards
 from falassets.review.body import read_json_object
 from falassets.review.exports import contact_sheet_png, decisions_csv

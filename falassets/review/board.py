@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from falassets import campaigns, decisions, settings
-from falassets.fal.jobs import TEXT_TO_IMAGE
-from falassets.fal.pricing import price_usd
-from falassets.lineage import queries
+from falassets import campaigns, settings
+from falassets.engine.jobs import TEXT_TO_IMAGE
+from falassets.engine.pricing import price_usd
+from falassets.lineage import decisions, queries
 from falassets.review.files import file_url
 
 log = logging.getLogger(__name__)

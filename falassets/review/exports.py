@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from falassets.review.files import Refused, resolve_image
 
-try:  # the project's shared CSV guard (falassets.csv_safety) when it is installed
-    from falassets.csv_safety import safe_cell
+try:  # the project's shared CSV guard (falassets.review.csv_safety) when it is installed
+    from falassets.review.csv_safety import safe_cell
 except ImportError:  # pragma: no cover - same rule, kept here so exports never go unguarded
 
     def safe_cell(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """fal's rules for GPT Image 2, as the emulator's OWN copy (of ``fal-queue-api.md``).
 
-The engine has its rules in ``falassets/fal/model.py`` and ``pricing.py``. The emulator must
+The engine has its rules in ``falassets/engine/model.py`` and ``pricing.py``. The emulator must
 not share them: a wrong rule there would be "confirmed" by an emulator that reuses it, and the
 emulator exists to catch the engine's mistakes. So the input space, the 422 details and the
 price table are written here again, from fal's model page.

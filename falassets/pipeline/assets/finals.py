@@ -1,0 +1,143 @@
+"""``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft."""
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from falassets import campaigns
+from falassets.campaigns import PromptRow
+from falassets.engine.jobs import RenderJob
+from falassets.lineage import decisions, queries
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.fingerprints import FINAL_QUALITY
+from falassets.pipeline.assets.lookup import Unrenderable, rows_for_keys
+from falassets.pipeline.assets.partitions import winner_partitions
+from falassets.pipeline.assets.rendering import RenderConfig, render_partitions
+from falassets.pipeline.assets.selections import review_selections
+from falassets.pipeline.resources import FalRenderer
+
+Mode = Literal["rerun", "refine"]
+
+
+class FinalConfig(RenderConfig):
+    mode: Mode = Field(
+        default="rerun",
+        description=(
+            "rerun: the same prompt at quality=high. refine: the edit endpoint with the chosen "
+            "draft as reference image, keeping the composition the reviewer picked."
+        ),
+    )
+
+
+def edit_endpoint(endpoint: str) -> str:
+    return endpoint if endpoint.endswith("/edit") else f"{endpoint}/edit"
+
+
+def final_job(
+    key: str,
+    row: PromptRow,
+    *,
+    endpoint: str,
+    mode: Mode,
+    draft: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> RenderJob:
+    """The final render of one winner; ``draft`` (its lineage row) is required for refine."""
+    campaign, prompt_id = campaigns.split_partition_key(key)
+    payload = campaigns.render_input(row, FINAL_QUALITY)
+    variant = ""
+    if mode == "refine":
+        assert draft is not None
+        payload = {**payload, "image_urls": [draft["output_url"]]}
+        endpoint = edit_endpoint(endpoint)
+        variant = f"refine:{draft['sha256']}"
+    return RenderJob(
+        partition_key=key,
+        campaign=campaign,
+        prompt_id=prompt_id,
+        pass_name="final",
+        input=payload,
+        endpoint=endpoint,
+        variant=variant,
+        force=force,
+    )
+
+
+def _completed_drafts(keys: list[str]) -> dict[str, dict[str, Any]]:
+    drafts: dict[str, dict[str, Any]] = {}
+    for campaign in {campaigns.split_partition_key(key)[0] for key in keys}:
+        for (key, _), row in queries.latest_requests(campaign, "draft").items():
+            if row.get("status") == "completed" and row.get("output_url") and row.get("sha256"):
+                drafts[key] = row
+    return drafts
+
+
+def _not_winners(keys: list[str]) -> dict[str, Unrenderable]:
+    picked = {
+        (campaign, prompt_id)
+        for (campaign, prompt_id), decision in decisions.current_decisions().items()
+        if decision == "pick"
+    }
+    return {
+        key: Unrenderable(
+            "not_a_winner",
+            "this prompt is not currently picked. Fix: pick it on the review page or with "
+            "`falassets pick`",
+        )
+        for key in keys
+        if campaigns.split_partition_key(key) not in picked
+    }
+
+
+@dg.asset(
+    partitions_def=winner_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,
+    deps=[
+        dg.AssetDep(review_selections, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(draft_renders, partition_mapping=dg.IdentityPartitionMapping()),
+    ],
+    group_name="renders",
+    kinds={"fal"},
+    description=(
+        "Winners only, at quality=high: `rerun` renders the same prompt again, `refine` sends the "
+        "chosen draft to the edit endpoint so its composition is kept."
+    ),
+)
+async def final_renders(
+    context: dg.AssetExecutionContext, config: FinalConfig, fal: FalRenderer
+):  # yields AssetMaterializations (Dagster rejects an AsyncIterator annotation)
+    keys = list(context.partition_keys)
+    rows, unrenderable = rows_for_keys(keys)
+    unrenderable.update(_not_winners(list(rows)))
+    drafts = _completed_drafts(list(rows)) if config.mode == "refine" else {}
+    jobs: dict[str, RenderJob] = {}
+    extra: dict[str, dict[str, Any]] = {}
+    for key, row in rows.items():
+        if key in unrenderable:
+            continue
+        if config.mode == "refine" and key not in drafts:
+            unrenderable[key] = Unrenderable(
+                "no_draft",
+                "no completed draft to refine. Fix: render the draft first, or use mode=rerun",
+            )
+            continue
+        jobs[key] = final_job(
+            key,
+            row,
+            endpoint=fal.endpoint,
+            mode=config.mode,
+            draft=drafts.get(key),
+            force=config.force,
+        )
+        extra[key] = {"mode": config.mode}
+        if key in drafts:
+            extra[key]["draft_request_id"] = drafts[key].get("request_id") or ""
+    for key in unrenderable:
+        rows.pop(key, None)
+    async for materialization in render_partitions(
+        context, fal, jobs, unrenderable, extra_metadata=extra
+    ):
+        yield materialization

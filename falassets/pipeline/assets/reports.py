@@ -1,0 +1,200 @@
+"""``campaign_report``: where a campaign stands, what it cost, and a contact sheet of drafts."""
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from falassets import campaigns, settings
+from falassets.campaigns import Campaign
+from falassets.engine.jobs import TEXT_TO_IMAGE
+from falassets.engine.pricing import price_usd
+from falassets.lineage import decisions, queries
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.assets.fingerprints import (
+    DRAFT_QUALITY,
+    FINAL_QUALITY,
+    recorded_input,
+    same_render_input,
+)
+from falassets.pipeline.assets.images import contact_sheet, sheet_data_uri
+from falassets.pipeline.assets.partitions import campaign_partitions
+from falassets.pipeline.assets.selections import load_table_or_fail, review_selections
+
+SHEET_PAGE_SIZE = 200  # thumbnails per contact-sheet page (10 x 20 cells, ~1.7 x 3.6k px)
+
+
+def reports_dir(campaign: str) -> Path:
+    return settings.data_dir() / "reports" / campaign
+
+
+@dataclass
+class PassCounts:
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    not_started: int = 0  # never requested, or requested for an input since edited
+
+
+@dataclass
+class CampaignFigures:
+    campaign: str
+    prompts: int
+    drafts: PassCounts = field(default_factory=PassCounts)
+    picked: int = 0
+    rejected: int = 0
+    finals: PassCounts = field(default_factory=PassCounts)
+    failures_by_error_type: dict[str, int] = field(default_factory=dict)
+    spend_usd: dict[str, float] = field(default_factory=dict)  # per pass, completed requests
+    spend_total_usd: float = 0.0
+    all_high_usd: float = 0.0  # every prompt rendered once at quality=high, no drafts
+    # Drafts with a current completed render: (prompt id, picture) in campaign order.
+    tiles: list[tuple[str, Path | None]] = field(default_factory=list)
+
+
+def _count(state: PassCounts, row: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    """Add one prompt's latest request to the counts; return its error type when failed."""
+    if row is None or not same_render_input(recorded_input(row), wanted):
+        state.not_started += 1
+    elif row.get("status") == "completed":
+        state.done += 1
+    elif row.get("status") == "pending":
+        state.in_flight += 1
+    else:
+        state.failed += 1
+        return str(row.get("error_type") or row.get("status"))
+    return None
+
+
+def spend_by_pass(campaign: str) -> dict[str, float]:
+    """What fal billed (or would bill) per pass, every request counted (forced repeats too);
+    the same figures as ``falassets lineage`` and the catalog's ``cost_by_campaign`` view."""
+    spend: dict[str, float] = {}
+    for group in queries.summary():
+        if group["campaign"] == campaign:
+            spend[group["pass"]] = spend.get(group["pass"], 0.0) + float(group["cost_usd"])
+    return {name: round(total, 6) for name, total in sorted(spend.items())}
+
+
+def campaign_figures(table: Campaign) -> CampaignFigures:
+    campaign = table.name
+    figures = CampaignFigures(campaign=campaign, prompts=len(table.rows))
+    drafts = queries.latest_requests(campaign, "draft")
+    finals = queries.latest_requests(campaign, "final")
+    decided = decisions.current_decisions(campaign)
+    failures: Counter[str] = Counter()
+    for row in table.rows:
+        key = campaigns.partition_key(campaign, row.prompt_id)
+        draft = drafts.get((key, "draft"))
+        wanted = campaigns.render_input(row, DRAFT_QUALITY)
+        error = _count(figures.drafts, draft, wanted)
+        if error:
+            failures[f"draft:{error}"] += 1
+        current = (
+            draft is not None
+            and draft.get("status") == "completed"
+            and same_render_input(recorded_input(draft), wanted)
+        )
+        picture = (draft.get("thumbnail_path") or draft.get("image_path")) if current else None
+        figures.tiles.append((row.prompt_id, Path(picture) if picture else None))
+        decision = decided.get((campaign, row.prompt_id))
+        if decision == "reject":
+            figures.rejected += 1
+        if decision == "pick":
+            figures.picked += 1
+            error = _count(
+                figures.finals,
+                finals.get((key, "final")),
+                campaigns.render_input(row, FINAL_QUALITY),
+            )
+            if error:
+                failures[f"final:{error}"] += 1
+        high = campaigns.render_input(row, FINAL_QUALITY)
+        figures.all_high_usd += price_usd(high, endpoint=TEXT_TO_IMAGE)
+    figures.failures_by_error_type = dict(failures.most_common())
+    figures.spend_usd = spend_by_pass(campaign)
+    figures.spend_total_usd = round(sum(figures.spend_usd.values()), 6)
+    figures.all_high_usd = round(figures.all_high_usd, 6)
+    return figures
+
+
+def write_contact_sheets(figures: CampaignFigures) -> list[Path]:
+    """Pages of up to SHEET_PAGE_SIZE thumbnails, ids under them; written atomically."""
+    directory = reports_dir(figures.campaign)
+    directory.mkdir(parents=True, exist_ok=True)
+    pages = [
+        figures.tiles[start : start + SHEET_PAGE_SIZE]
+        for start in range(0, max(len(figures.tiles), 1), SHEET_PAGE_SIZE)
+    ]
+    paths = []
+    for number, tiles in enumerate(pages, start=1):
+        title = f"{figures.campaign}: drafts, page {number}/{len(pages)}"
+        sheet = contact_sheet(tiles, title=title)
+        path = directory / f"contact-sheet-{number:03d}.png"
+        _write_atomically(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
+        paths.append(path)
+    for stale in directory.glob("contact-sheet-*.png"):
+        if stale not in paths:
+            stale.unlink(missing_ok=True)
+    return paths
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    deps=[
+        review_selections,
+        dg.AssetDep(final_renders, partition_mapping=dg.AllPartitionMapping()),
+    ],
+    group_name="review",
+    kinds={"png"},
+    description=(
+        "Where a campaign stands: drafts and finals by state, failures by error type, spend "
+        "so far against rendering every prompt at quality=high, and a contact sheet of drafts."
+    ),
+)
+def campaign_report(context: dg.AssetExecutionContext) -> None:
+    table = load_table_or_fail(context.partition_key)
+    figures = campaign_figures(table)
+    sheets = write_contact_sheets(figures)
+    summary = {k: v for k, v in asdict(figures).items() if k != "tiles"}
+    summary["contact_sheets"] = [str(path) for path in sheets]
+    report_json = reports_dir(table.name) / "report.json"
+    _write_atomically(report_json, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    from PIL import Image
+
+    with Image.open(sheets[0]) as first:
+        preview = sheet_data_uri(first.convert("RGB"), alt=f"{table.name} contact sheet")
+    saved = figures.all_high_usd - figures.spend_total_usd
+    context.add_output_metadata(
+        {
+            "prompts": figures.prompts,
+            "drafts_done": figures.drafts.done,
+            "drafts_failed": figures.drafts.failed,
+            "drafts_pending": figures.drafts.in_flight + figures.drafts.not_started,
+            "picked": figures.picked,
+            "rejected": figures.rejected,
+            "finals_done": figures.finals.done,
+            "finals_failed": figures.finals.failed,
+            "finals_pending": figures.finals.in_flight + figures.finals.not_started,
+            "failures_by_error_type": figures.failures_by_error_type,
+            "spend_draft_usd": figures.spend_usd.get("draft", 0.0),
+            "spend_final_usd": figures.spend_usd.get("final", 0.0),
+            "spend_total_usd": figures.spend_total_usd,
+            "all_high_counterfactual_usd": figures.all_high_usd,
+            "saved_vs_all_high_usd": round(saved, 6),
+            "contact_sheet": dg.MetadataValue.path(str(sheets[0])),
+            "contact_sheet_pages": len(sheets),
+            "contact_sheet_preview": dg.MetadataValue.md(preview),
+            "report_json": dg.MetadataValue.path(str(report_json)),
+        }
+    )
