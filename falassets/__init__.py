@@ -2,10 +2,6 @@
 
 import os
 
-from falassets.settings import configure_fal_environment
-
-configure_fal_environment()
-
 if os.environ.get("FALASSETS_QUIET_DAGSTER_WARNINGS"):  # a process falassets started
     from falassets.cli.dagster_notices import quiet_dagster_notices
 

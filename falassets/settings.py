@@ -84,20 +84,26 @@ def default_sim_address() -> str:
     return f"{DEFAULT_SIM_HOST}:{port}"
 
 
+def builtin_sim_dir() -> Path:
+    """The built-in emulator's folder: pid file, log, start lock, accepted requests, CA."""
+    return state_dir() / "sim"
+
+
 def sim_cert_file() -> Path:
     """CA certificate of the built-in emulator (what ``SSL_CERT_FILE`` points at)."""
-    return state_dir() / "sim" / "ca.pem"
+    return builtin_sim_dir() / "ca.pem"
 
 
 def configure_fal_environment() -> None:
     """Point fal_client at the built-in emulator when there is no key.
 
-    fal_client reads ``FAL_QUEUE_RUN_HOST`` once, at import, so this runs when ``falassets``
-    is imported, before anything imports fal_client. An explicit ``FAL_QUEUE_RUN_HOST`` (a
-    test emulator, a proxy) always wins, with the caller's ``SSL_CERT_FILE``. When falassets
-    picks the built-in emulator it picks the trust too: a machine-wide ``SSL_CERT_FILE`` (the
-    system bundle, set on many machines) cannot know the emulator's own CA, and every render
-    would fail certificate verification.
+    fal_client reads ``FAL_QUEUE_RUN_HOST`` once, at import, so the entry points call this
+    (through ``falassets.pipeline.fal_environment``) first thing; importing falassets changes
+    no environment. An explicit ``FAL_QUEUE_RUN_HOST`` (a test emulator, a proxy) always
+    wins, with the caller's ``SSL_CERT_FILE``. When falassets picks the built-in emulator it
+    picks the trust too: a machine-wide ``SSL_CERT_FILE`` (the system bundle, set on many
+    machines) cannot know the emulator's own CA, and every render would fail certificate
+    verification.
     """
     if fal_key() is not None or os.environ.get("FAL_QUEUE_RUN_HOST"):
         return

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from falassets.sim.control import stop_builtin_emulator
+from falassets.pipeline.fal_environment import stop_builtin_emulator
 from falassets_tests.test_cli_support import run_cli, use_dagster_home, write_csv
 from falassets_tests.test_sim_support import free_port
 

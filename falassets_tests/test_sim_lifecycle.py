@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from falassets import settings
-from falassets.sim.control import ensure_builtin_emulator, stop_builtin_emulator
+from falassets.pipeline.fal_environment import ensure_builtin_emulator, stop_builtin_emulator
 from falassets_tests.test_cli_support import run_cli
 from falassets_tests.test_lineage_support import DUCKDB_SHELL
 from falassets_tests.test_sim_support import free_port

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from falassets import settings
-from falassets.sim.control import SimProcess, ensure_builtin_emulator, stop_builtin_emulator
+from falassets.pipeline.fal_environment import ensure_builtin_emulator, stop_builtin_emulator
+from falassets.sim.control import SimProcess
 from falassets_tests.test_sim_support import free_port
 
 

@@ -34,7 +34,7 @@ def _dagster_executable() -> str:
 def start_builtin_emulator() -> int | None:
     """Make sure the built-in emulator answers; return its pid when this call started it."""
     from falassets.cli import emulator
-    from falassets.sim.control import ensure_builtin_emulator
+    from falassets.pipeline.fal_environment import ensure_builtin_emulator
 
     before = emulator.recorded_pid()
     try:

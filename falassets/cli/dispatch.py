@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from falassets import settings
 from falassets.cli.errors import UserError
+from falassets.pipeline import fal_environment
 
 DESCRIPTION = """\
 Render image campaigns through fal.ai's queue (GPT Image 2) as a Dagster asset pipeline:
@@ -72,8 +74,10 @@ def _delegate(name: str, argv: list[str]) -> int:
 
         return emulator.main(argv)
     module = importlib.import_module(DELEGATED[name][0])
+    # The emulator knows nothing of settings: `falassets sim` hands it the built-in CA folder.
+    extra = {"default_cert_dir": settings.sim_cert_file().parent} if name == "sim" else {}
     try:
-        return int(module.main(argv) or 0)
+        return int(module.main(argv, **extra) or 0)
     except SystemExit as exit_:  # its own argparse: --help, or a usage error it printed
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from falassets.cli.dagster_notices import quiet_dagster_notices
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    fal_environment.configure()
     quiet_dagster_notices()
     emulator_before = emulator.recorded_pid()
     try:

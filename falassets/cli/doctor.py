@@ -25,6 +25,7 @@ from falassets.engine.queue_client import endpoint_app
 from falassets.engine.retry import classify_exception
 from falassets.engine.session import PLACEHOLDER_KEY, api_host, open_engine, queue_host
 from falassets.pipeline.assets.fingerprints import DRAFT_QUALITY
+from falassets.pipeline.fal_environment import prepare_fal
 
 Verdict = Literal["ok", "warn", "fail"]
 #: One low-quality square draft: fal's cheapest GPT Image 2 render ($0.01).
@@ -218,10 +219,7 @@ async def check_render() -> Check:
 async def run_checks(*, render: bool) -> list[Check]:
     key = settings.fal_key()
     host = queue_host()
-    if key is None and settings.uses_builtin_emulator():
-        from falassets.sim.control import ensure_builtin_emulator
-
-        ensure_builtin_emulator()
+    prepare_fal(key)
     mode = (
         Check("mode", "ok", f"fal.ai with FAL_KEY (queue host {host})")
         if key

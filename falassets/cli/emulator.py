@@ -44,9 +44,7 @@ class EmulatorStatus:
 
 
 def pid_file() -> Path:
-    from falassets.sim.control import builtin_dir
-
-    return builtin_dir() / "emulator.pid"
+    return settings.builtin_sim_dir() / "emulator.pid"
 
 
 def recorded_pid() -> int | None:
@@ -158,7 +156,7 @@ def stop_builtin(*, force: bool = False) -> str:
     except ProcessLookupError:
         return describe(state)
     try:
-        from falassets.sim.control import stop_builtin_emulator
+        from falassets.pipeline.fal_environment import stop_builtin_emulator
 
         stop_builtin_emulator()
         readable, _, _ = select.select([pidfd], [], [], STOP_TIMEOUT_S)

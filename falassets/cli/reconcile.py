@@ -55,7 +55,9 @@ async def _run(campaign: str | None, hours: float):  # -> ReconcileReport
 
     from falassets.engine.reconcile import reconcile, window_start
     from falassets.engine.session import open_engine
+    from falassets.pipeline.fal_environment import prepare_fal
 
+    prepare_fal(settings.fal_key())
     async with open_engine(run_id="reconcile", fal_key=settings.fal_key()) as engine:
         try:
             return await reconcile(engine, since=window_start(hours), campaign=campaign)

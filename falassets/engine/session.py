@@ -67,14 +67,10 @@ async def open_engine(
     log: EventLog | None = None,
     **config: Any,
 ) -> AsyncIterator[RenderEngine]:
-    """An engine for one batch (``config``: :class:`EngineConfig` fields); starts the built-in
-    emulator when there is no key and nothing else is configured. Closes its clients."""
+    """An engine for one batch (``config``: :class:`EngineConfig` fields). Closes its clients.
+    It starts nothing: the caller has the emulator ready (``pipeline.fal_environment``)."""
     key = (fal_key or "").strip() or None
     host = queue_host()
-    if key is None and settings.uses_builtin_emulator():
-        from falassets.sim.control import ensure_builtin_emulator
-
-        ensure_builtin_emulator()
     simulated = key is None or is_loopback(host)
     engine_config = EngineConfig(**config)
     limits = httpx.Limits(

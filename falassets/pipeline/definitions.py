@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from falassets import settings
+from falassets.pipeline import fal_environment
 from falassets.pipeline.assets.checks import final_file_matches_sha256
 from falassets.pipeline.assets.drafts import draft_renders
 from falassets.pipeline.assets.finals import final_renders
@@ -14,6 +15,10 @@ from falassets.pipeline.assets.selections import review_selections
 from falassets.pipeline.automation import campaign_file_sensor, report_sensor, winners_sensor
 from falassets.pipeline.jobs import draft_pass, final_pass, prompts_pass, report_pass, review_pass
 from falassets.pipeline.resources import FalRenderer
+
+# Dagster's code servers and run workers import this module, not the CLI: set up fal here
+# (the engine's HTTPS clients read SSL_CERT_FILE and the queue host when a render starts).
+fal_environment.configure()
 
 
 def fal_renderer() -> FalRenderer:

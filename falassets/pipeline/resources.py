@@ -11,6 +11,7 @@ from pydantic import Field
 
 from falassets.engine.render_engine import EventLog, RenderEngine
 from falassets.engine.session import api_host, is_loopback, open_engine, queue_host
+from falassets.pipeline.fal_environment import prepare_fal
 
 __all__ = ["FalRenderer", "api_host", "is_loopback", "queue_host"]
 
@@ -48,11 +49,12 @@ class FalRenderer(dg.ConfigurableResource):
     async def engine(
         self, *, run_id: str, log: EventLog | None = None, **overrides: Any
     ) -> AsyncIterator[RenderEngine]:
-        """An engine for one batch; starts the built-in emulator when needed.
+        """An engine for one batch; starts the built-in emulator when needed (prepare_fal).
 
         ``log`` receives human-readable events (pass Dagster's ``context.log``); ``overrides``
         set further :class:`EngineConfig` fields (tests, benchmarks).
         """
+        prepare_fal(self.fal_key)
         async with open_engine(
             run_id=run_id,
             fal_key=self.fal_key,

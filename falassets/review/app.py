@@ -46,7 +46,7 @@ from starlette.staticfiles import StaticFiles
 
 from falassets import settings
 from falassets.lineage import decisions
-from falassets.pipeline import launch
+from falassets.pipeline import fal_environment, launch
 from falassets.review import board as boards
 from falassets.review.body import read_json_object
 from falassets.review.exports import contact_sheet_png, decisions_csv
@@ -522,6 +522,7 @@ def start_messages(
 
 def main(argv: list[str]) -> int:
     """``falassets review``: serve the page until Ctrl-C. Exit 2 on bad options."""
+    fal_environment.configure()  # launches from the page render on the same fal
     args = parse_args(argv)
     if args.data_dir is not None:
         if not args.data_dir.is_dir():

@@ -23,8 +23,6 @@ from typing import IO, Any
 
 import httpx
 
-from falassets import settings
-
 START_TIMEOUT_S = 30.0
 NO_PROXY = "127.0.0.1,localhost"
 
@@ -242,23 +240,18 @@ class SimProcess:
 # -- the built-in emulator -----------------------------------------------------------------------
 
 
-def builtin_dir() -> Path:
-    return settings.state_dir() / "sim"
-
-
-def ensure_builtin_emulator() -> None:
-    """Make sure the built-in emulator answers at settings.default_sim_address(), starting a
-    detached one (pid file under state_dir) if not. Safe when several processes race.
+def ensure_builtin_emulator(host: str, ca_file: Path, directory: Path) -> None:
+    """Make sure the built-in emulator answers at ``host`` (``127.0.0.1:PORT``, trusted
+    through ``ca_file``), starting a detached one (pid file in ``directory``) if not. Safe
+    when several processes race. The caller passes the paths (falassets' settings), so the
+    emulator knows nothing of falassets.
 
     Extra emulator flags (e.g. ``--time-scale 0.05`` for a quick demo) come from
     ``FALASSETS_SIM_ARGS``. Accepted requests persist in ``requests.jsonl`` next to the pid
     file, so a restarted emulator still answers for requests recorded in lineage.
     """
-    host = settings.default_sim_address()
-    ca_file = settings.sim_cert_file()
     if _healthy(host, ca_file):
         return
-    directory = builtin_dir()
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "start.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first process starts it; the others wait here
@@ -295,9 +288,10 @@ def ensure_builtin_emulator() -> None:
             ) from None
 
 
-def stop_builtin_emulator() -> bool:
-    """SIGTERM the built-in emulator named in its pid file; True when one was running."""
-    pid_file = builtin_dir() / "emulator.pid"
+def stop_builtin_emulator(directory: Path) -> bool:
+    """SIGTERM the built-in emulator named in ``directory``'s pid file; True when one was
+    running."""
+    pid_file = directory / "emulator.pid"
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):

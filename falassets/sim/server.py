@@ -17,7 +17,6 @@ from pathlib import Path
 
 import uvicorn
 
-from falassets import settings
 from falassets.sim.app import SimApp
 from falassets.sim.certs import ensure_certificates
 from falassets.sim.config import build_parser, config_from_args
@@ -43,7 +42,9 @@ def export_lines(host: str, ca_file: Path) -> list[str]:
     ]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], default_cert_dir: Path | None = None) -> int:
+    """Serve until stopped. ``default_cert_dir`` is where certificates go without
+    ``--cert-dir`` (`falassets sim` passes the built-in emulator's folder)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -55,9 +56,9 @@ def main(argv: list[str]) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    cert_dir = (
-        Path(args.cert_dir).expanduser() if args.cert_dir else settings.sim_cert_file().parent
-    )
+    if not args.cert_dir and default_cert_dir is None:
+        parser.error("--cert-dir is required (`falassets sim` supplies the built-in one)")
+    cert_dir = Path(args.cert_dir).expanduser() if args.cert_dir else default_cert_dir
     try:
         certs = ensure_certificates(cert_dir.resolve())
     except OSError as error:
