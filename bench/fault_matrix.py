@@ -1,7 +1,7 @@
 """Run the fault suite (``pytest -m faults``) and write its figures into docs/reliability.md.
 
 Each scenario of the suite appends one JSON line of figures (see
-``falassets_tests/fault_support.py``) to a file named by ``FALASSETS_FAULT_FIGURES``; this
+``falassets_tests/engine/fault_support.py``) to a file named by ``FALASSETS_FAULT_FIGURES``; this
 script sets that, runs the suite, times it, and replaces the block between the two markers in
 docs/reliability.md with a table of the figures, the totals, the wall time and the command.
 

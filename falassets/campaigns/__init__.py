@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from falassets import settings
 from falassets.engine import model
-from falassets.engine.jobs import canonical_json
+from falassets.engine.model import canonical_json
 
 MAX_PROMPT_CHARS = model.MAX_PROMPT_CHARS  # GPT Image's prompt limit
 MAX_ID_CHARS = 64

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from falassets.engine.model import canonical_json
 
 TEXT_TO_IMAGE = "openai/gpt-image-2"
 EDIT = "openai/gpt-image-2/edit"
 
 Pass = Literal["draft", "final"]
 OutcomeStatus = Literal["completed", "failed", "cancelled", "skipped"]
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation used for hashing and for the lineage ``input`` column."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def job_key(endpoint: str, payload: dict[str, Any], variant: str = "") -> str:

@@ -6,7 +6,14 @@ anything is billed, and pricing sizes requests with them, so the three can never
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for hashing and for the lineage ``input`` column."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 
 PRESET_SIZES: dict[str, tuple[int, int]] = {
     "square_hd": (1024, 1024),

@@ -1,0 +1,111 @@
+"""How passes start and what they report: Dagster's public API only, per-partition failures
+from Dagster's records (not from error text), and the finals' sha256 asset check."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from falassets.lineage import decisions
+from falassets.pipeline import launch
+from falassets.pipeline.assets.checks import final_file_matches_sha256
+from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.finals import final_renders
+from falassets.pipeline.resources import FalRenderer
+from falassets_tests.cli.test_cli_support import partition_statuses, use_dagster_home, write_csv
+from falassets_tests.pipeline.test_pipeline_support import (
+    load_campaign,
+    materialization_metadata,
+    render,
+    write_campaign,
+)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "falassets"
+#: The one module allowed to use Dagster's private API (the opt-in batched event log).
+PRIVATE_DAGSTER_ALLOWED = {PACKAGE / "pipeline" / "event_log.py"}
+
+
+def _private_dagster_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dagster._"):
+            found.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("dagster._")]
+    return found
+
+
+def test_only_the_opt_in_event_log_imports_dagster_private_modules() -> None:
+    offenders = {
+        str(path.relative_to(PACKAGE)): imports
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path not in PRIVATE_DAGSTER_ALLOWED and (imports := _private_dagster_imports(path))
+    }
+    assert offenders == {}
+
+
+@pytest.fixture
+def home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_dagster_home(data_dir, monkeypatch)
+
+
+def test_every_failed_partition_keeps_its_error_type_beyond_the_listed_fifty(
+    sim, data_dir, home
+) -> None:
+    """The Failure's text names 50 failures; the pass reports all of them, each with its type,
+    and Dagster shows exactly those partitions failed."""
+    sim.configure(policy_word="forbidden")
+    prompts = {f"bad_{i:02d}": f"a forbidden lighthouse number {i}" for i in range(60)}
+    prompts.update({"good_1": "a red bicycle", "good_2": "a blue mug"})
+    write_csv(data_dir / "campaigns" / "spring.csv", prompts)
+
+    result = launch.run_pass("spring", "draft", launch_id="launch-60")
+
+    bad = {f"spring-{prompt_id}" for prompt_id in prompts if prompt_id.startswith("bad_")}
+    assert set(result.failed) == bad
+    assert set(result.succeeded) == {"spring-good_1", "spring-good_2"}
+    assert set(result.failures) == bad
+    assert {kind for kind, _ in result.failures.values()} == {"content_policy_violation"}
+    states = partition_statuses("draft_renders", [f"spring-{p}" for p in prompts])
+    assert {key for key, state in states.items() if state == "FAILED"} == bad
+    tagged = dg.DagsterInstance.get().get_run_records(
+        dg.RunsFilter(tags={launch.LAUNCH_TAG: "launch-60"})
+    )
+    assert set(result.run_ids) <= {record.dagster_run.run_id for record in tagged}
+
+
+def test_the_final_file_check_flags_a_final_changed_on_disk(sim, data_dir) -> None:
+    prompts = {"p1": "a red bicycle", "p2": "a blue mug", "p3": "a green trail"}
+    keys = [f"spring-{p}" for p in prompts]
+    with dg.instance_for_test() as instance:
+        write_campaign(data_dir, "spring", prompts)
+        load_campaign(instance, "spring")
+        assert render(instance, draft_renders, keys).success
+        decisions.record_decisions("spring", ["p1", "p3"], "pick")
+        winners = ["spring-p1", "spring-p3"]
+        instance.add_dynamic_partitions("winner", winners)
+        assert render(instance, final_renders, winners).success
+
+        def check() -> dg.AssetCheckEvaluation:
+            result = dg.materialize(
+                [final_renders, final_file_matches_sha256],
+                selection=dg.AssetSelection.checks(final_file_matches_sha256),
+                resources={"fal": FalRenderer()},
+                instance=instance,
+            )
+            [evaluation] = result.get_asset_check_evaluations()
+            return evaluation
+
+        clean = check()
+        assert clean.passed and clean.metadata["checked"].value == 2
+
+        image = Path(materialization_metadata(instance, final_renders, "spring-p3")["image_path"])
+        image.write_bytes(image.read_bytes() + b"tampered")
+        tampered = check()
+
+    assert not tampered.passed
+    assert tampered.severity == dg.AssetCheckSeverity.WARN
+    assert list(tampered.metadata["mismatches"].value) == ["spring-p3"]
