@@ -2,7 +2,7 @@
 
 A campaign file (CSV, JSONL or Parquet) becomes a :class:`Campaign`: a name from the file stem
 and one :class:`PromptRow` per prompt, each already checked against GPT Image 2's limits
-(``falassets/engine/model.py``), so nothing that fal would refuse is ever submitted or billed. Bad input is
+(``engine/model.py``), so nothing that fal would refuse is ever submitted or billed. Bad input is
 reported as one :class:`CampaignError` listing every problem found (file, row, column, fix), so
 a user repairs a file in one pass. Loading only reads: it never writes, renames or deletes.
 

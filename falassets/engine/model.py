@@ -1,7 +1,8 @@
 """GPT Image 2 on fal: its input space and limits, in one place.
 
-The emulator answers 422 from these rules, campaign validation rejects rows with them before
-anything is billed, and pricing sizes requests with them, so the three can never disagree.
+Campaign validation rejects rows with them before anything is billed and pricing sizes
+requests with them, so the two can never disagree. The emulator keeps its own copy
+(``sim/rules.py``), so it can catch a mistake here instead of confirming it.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class EngineConfig:
     history_wait_s: float = 120.0
     # Requests kept at fal beyond `concurrency`, which a queueing fal holds IN_QUEUE: the next
     # starts the moment one finishes, however late a status poll notices. 0 (default): at
-    # most `concurrency` at fal, as the --concurrency contract says; see engine_session.
+    # most `concurrency` at fal, as the --concurrency contract says; see engine/session.py.
     queue_ahead: int = 0
     # default 4 x concurrency: a worker whose request finished fetches and verifies the output
     # while others submit, so slow downloads never leave a slot idle.
@@ -257,7 +257,7 @@ class RenderEngine:
 
     async def _reconcile_orphans(self) -> None:
         """A submit answer was lost this batch, so fal may hold a request lineage does not
-        name (its history may have lagged our look-up): record it now (fal/reconcile.py)."""
+        name (its history may have lagged our look-up): record it now (engine/reconcile.py)."""
         from falassets.engine.reconcile import reconcile
 
         try:

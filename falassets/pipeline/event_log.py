@@ -22,8 +22,8 @@ why pyproject pins ``dagster<1.14``). A home uses it only when its ``dagster.yam
 ``launch.prepare_dagster_home`` writes that block for a new home; set ``batch_writes: false``
 (or delete the block: the storage directory is Dagster's default, so every run stays) to go
 back to Dagster's storage. The contract, "same rows and partition statuses as Dagster's own
-storage", is pinned by falassets_tests/test_dagster_event_log.py against Dagster's default
-storage; run it before widening the pin.
+storage", is pinned by falassets_tests/pipeline/test_dagster_event_log.py against Dagster's
+default storage; run it before widening the pin.
 """
 
 from __future__ import annotations

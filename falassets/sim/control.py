@@ -1,8 +1,9 @@
 """Start, configure, inspect and stop a `falassets sim` process from Python.
 
 Used by tests and benchmarks (:class:`SimProcess`, one emulator per test session or per
-crash test) and by the engine, which runs the built-in emulator when there is no FAL_KEY
-(:func:`ensure_builtin_emulator`, one detached emulator per machine and data dir).
+crash test) and by falassets' entry points, which run the built-in emulator when there is no
+FAL_KEY (:func:`ensure_builtin_emulator`, one detached emulator per machine and data dir;
+the caller passes its address, CA file and folder, so this package imports nothing of ours).
 """
 
 from __future__ import annotations
