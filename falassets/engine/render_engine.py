@@ -388,7 +388,8 @@ class RenderEngine:
         # A submit a crashed process sent but never recorded: adopt it from fal's history.
         for intent in self._open_intents.pop(job.key, []):
             since = datetime.fromisoformat(intent.sent_at)
-            found = await self._look_up(job, since)
+            # --force pays again knowingly: one look (adopt what fal lists), no waiting for proof
+            found = await self._look_up(job, since, patient=not job.force)
             if found.unconfirmed and not job.force:  # the intent stays open: never twice
                 row = new_row(job, run_id=self.run_id, simulated=self.simulated, attempt=attempt)
                 row["submitted_at"] = intent.sent_at
@@ -581,12 +582,12 @@ class RenderEngine:
             return final
         return await self._fetch(job, row, request, started)
 
-    async def _look_up(self, job: RenderJob, since: datetime) -> _LookUp:
+    async def _look_up(self, job: RenderJob, since: datetime, *, patient: bool = True) -> _LookUp:
         """Find a (maybe) accepted submit in fal's history. While the history cannot answer
         (absent 404, forbidden 403, down) or does not list it yet (lag), look again with
         backoff for ``history_wait_s``: a submit is sent again only once the history proves
         fal never got it, since a second submit of an accepted one is billed twice."""
-        give_up = time.monotonic() + self.config.history_wait_s
+        give_up = time.monotonic() + (self.config.history_wait_s if patient else 0.0)
         reason = "fal's request history does not list it yet"
         attempt = 0
         while True:

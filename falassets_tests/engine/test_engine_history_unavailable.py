@@ -59,7 +59,9 @@ async def test_force_submits_an_unconfirmed_job_again(sim, data_dir: Path) -> No
     assert first.error_type == "submit_unconfirmed"
 
     forced = [dataclasses.replace(job, force=True) for job in jobs]
-    (outcome,) = await render_all(forced, FalRenderer(concurrency=2), history_wait_s=0.2)
+    # --force does not wait for a proof it has chosen to do without (history_wait_s is long)
+    async with asyncio.timeout(60):
+        (outcome,) = await render_all(forced, FalRenderer(concurrency=2), history_wait_s=3600)
 
     assert outcome.ok and _accepted(sim) == 2  # the user chose to risk a second bill
 
