@@ -28,6 +28,7 @@ from typing import Any
 
 from falassets import settings
 from falassets.cli.errors import UserError
+from falassets.lineage.passes import DEFAULT_CONCURRENCY, DRAFT, FINAL
 
 CAMPAIGN = "demo"
 
@@ -145,9 +146,9 @@ def estimated_cost(count: int, winners: int) -> float:
     from falassets.engine.pricing import price_usd
 
     rows = demo_rows(count)
-    drafts = sum(price_usd({"image_size": r["image_size"], "quality": "low"}) for r in rows)
+    drafts = sum(price_usd({"image_size": r["image_size"], "quality": DRAFT.quality}) for r in rows)
     picked = choose_winners([r["image_size"] for r in rows], winners)
-    finals = sum(price_usd({"image_size": size, "quality": "high"}) for size in picked)
+    finals = sum(price_usd({"image_size": size, "quality": FINAL.quality}) for size in picked)
     return round(drafts + finals, 2)
 
 
@@ -305,7 +306,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="refine",
         help="final pass mode (refine: the chosen draft through the edit endpoint)",
     )
-    parser.add_argument("--concurrency", type=int, default=10, help="requests in flight (10)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"requests in flight ({DEFAULT_CONCURRENCY})",
+    )
     parser.add_argument("--plain", action="store_true", help="plain progress lines")
     parser.add_argument(
         "--real", action="store_true", help="with FAL_KEY set: really render on fal.ai (costs)"

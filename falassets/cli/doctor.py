@@ -24,7 +24,7 @@ from falassets.engine.jobs import TEXT_TO_IMAGE, RenderJob
 from falassets.engine.queue_client import endpoint_app
 from falassets.engine.retry import classify_exception
 from falassets.engine.session import PLACEHOLDER_KEY, api_host, open_engine, queue_host
-from falassets.pipeline.assets.fingerprints import DRAFT_QUALITY
+from falassets.lineage.passes import DRAFT
 from falassets.pipeline.fal_environment import prepare_fal
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -32,7 +32,7 @@ Verdict = Literal["ok", "warn", "fail"]
 CHECK_INPUT: dict[str, Any] = {
     "prompt": "falassets doctor: a single red apple on a white table, studio light",
     "image_size": "square_hd",
-    "quality": DRAFT_QUALITY,
+    "quality": DRAFT.quality,
     "num_images": 1,
     "output_format": "png",
 }

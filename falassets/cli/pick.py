@@ -7,7 +7,7 @@ from pathlib import Path
 
 from falassets import settings
 from falassets.cli.errors import UserError
-from falassets.cli.run import CAMPAIGN_SUFFIXES
+from falassets.cli.run import campaign_suffixes
 
 
 def known_campaigns() -> dict[str, Path]:
@@ -16,7 +16,7 @@ def known_campaigns() -> dict[str, Path]:
     found: dict[str, Path] = {}
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in CAMPAIGN_SUFFIXES and not path.name.startswith("."):
+            if path.suffix.lower() in campaign_suffixes() and not path.name.startswith("."):
                 found.setdefault(path.stem, path)
     return found
 

@@ -17,13 +17,11 @@ from typing import Any
 from falassets.campaigns import Campaign, partition_key, render_input
 from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE, job_key
 from falassets.engine.pricing import Cost, estimate, price_usd
-
-PASS_QUALITY = {"draft": "low", "final": "high"}
+from falassets.lineage.passes import DEFAULT_CONCURRENCY, FINAL, get_pass
 
 #: Mean seconds per render by quality: what the emulator is shaped after (issue 2) and the
 #: basis of the time estimate. Real latency varies with fal's load; treat it as an estimate.
 MEAN_LATENCY_S = {"low": 1.5, "medium": 8.0, "high": 25.0}
-DEFAULT_CONCURRENCY = 10
 
 
 @dataclass
@@ -49,7 +47,10 @@ class PassPlan:
     def seconds(self, concurrency: int | None) -> float:
         """Renders x mean latency / concurrency (in waves: a partial wave takes a full one)."""
         width = max(1, concurrency or DEFAULT_CONCURRENCY)
-        return math.ceil(len(self.to_render) / width) * MEAN_LATENCY_S[PASS_QUALITY[self.pass_name]]
+        return (
+            math.ceil(len(self.to_render) / width)
+            * MEAN_LATENCY_S[get_pass(self.pass_name).quality]
+        )
 
 
 def _image_intact(row: dict[str, Any] | None) -> bool:
@@ -73,10 +74,9 @@ def plan_pass(
 ) -> PassPlan:
     """The plan for one pass of a validated campaign (nothing is sent, nothing written)."""
     from falassets.lineage import decisions, queries
-    from falassets.pipeline.launch import PASS_ASSET
 
     rows = {row.prompt_id: row for row in campaign.rows}
-    quality = PASS_QUALITY[pass_name]
+    quality = get_pass(pass_name).quality
     if pass_name == "draft":
         chosen = list(campaign.rows)
         unknown: list[str] = []
@@ -122,7 +122,7 @@ def plan_pass(
         else:
             _add(plan, price)
     if plan.reusable:
-        plan.up_to_date = plan.reusable & _materialized(PASS_ASSET[pass_name])
+        plan.up_to_date = plan.reusable & _materialized(get_pass(pass_name).asset)
     plan.cost_usd = round(plan.cost_usd, 6)
     plan.max_cost_usd = round(plan.max_cost_usd, 6)
     return plan
@@ -147,5 +147,7 @@ def _add(plan: PassPlan, cost: Cost) -> None:
 
 def all_high_cost(campaign: Campaign) -> float:
     """What rendering every prompt at high quality would cost (the counterfactual)."""
-    prices = (price_usd(render_input(row, "high"), endpoint=TEXT_TO_IMAGE) for row in campaign.rows)
+    prices = (
+        price_usd(render_input(row, FINAL.quality), endpoint=TEXT_TO_IMAGE) for row in campaign.rows
+    )
     return round(sum(prices), 6)

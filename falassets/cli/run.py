@@ -19,8 +19,15 @@ from pathlib import Path
 
 from falassets import settings
 from falassets.cli.errors import UserError
+from falassets.lineage.passes import DEFAULT_CONCURRENCY
 
-CAMPAIGN_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+def campaign_suffixes() -> tuple[str, ...]:
+    """The campaign file suffixes, from campaigns (imported here: it is slow to import, and
+    every command builds this module's parser)."""
+    from falassets.campaigns.limits import CAMPAIGN_SUFFIXES
+
+    return CAMPAIGN_SUFFIXES
 
 
 def resolve_campaign_file(argument: str) -> Path:
@@ -37,7 +44,7 @@ def resolve_campaign_file(argument: str) -> Path:
     if os.sep not in argument and "." not in argument:
         found = [
             settings.campaigns_dir() / f"{argument}{suffix}"
-            for suffix in CAMPAIGN_SUFFIXES
+            for suffix in campaign_suffixes()
             if (settings.campaigns_dir() / f"{argument}{suffix}").is_file()
         ]
         if len(found) == 1:
@@ -76,7 +83,7 @@ def stage(source: Path, campaign: str, *, replace: bool) -> Path:
     if source.parent.resolve() == folder.resolve():
         others = [
             folder / f"{campaign}{suffix}"
-            for suffix in CAMPAIGN_SUFFIXES
+            for suffix in campaign_suffixes()
             if suffix != source.suffix.lower() and (folder / f"{campaign}{suffix}").exists()
         ]
         if others:
@@ -88,7 +95,7 @@ def stage(source: Path, campaign: str, *, replace: bool) -> Path:
     destination = folder / f"{campaign}{source.suffix.lower()}"
     clashes = [
         folder / f"{campaign}{suffix}"
-        for suffix in CAMPAIGN_SUFFIXES
+        for suffix in campaign_suffixes()
         if (folder / f"{campaign}{suffix}").exists()
     ]
     same_origin = _origins().get(campaign) in (str(source), str(source.resolve()))
@@ -160,12 +167,13 @@ def read_only_ids(value: str | None) -> list[str] | None:
 
 
 def _print_estimate(plan, args: argparse.Namespace, campaign) -> None:
-    from falassets.cli.plan import MEAN_LATENCY_S, PASS_QUALITY, all_high_cost
+    from falassets.cli.plan import MEAN_LATENCY_S, all_high_cost
     from falassets.engine.progress import format_duration
+    from falassets.lineage.passes import get_pass
 
-    quality = PASS_QUALITY[plan.pass_name]
+    quality = get_pass(plan.pass_name).quality
     label = f"{plan.pass_name} pass" + (f" ({plan.mode})" if plan.pass_name == "final" else "")
-    concurrency = args.concurrency or 10
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY
     print(f"Dry run: {label} of campaign '{plan.campaign}' ({len(campaign.rows)} prompts)")
     print(f"  partitions in the pass : {len(plan.keys)}")
     print(f"  would render           : {len(plan.to_render)} at quality={quality}")
@@ -372,7 +380,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "through the edit endpoint so its composition is kept",
     )
     parser.add_argument(
-        "--concurrency", type=int, help="requests in flight at once (default: the resource's, 10)"
+        "--concurrency",
+        type=int,
+        help=f"requests in flight at once (default: the resource's, {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--budget-usd",

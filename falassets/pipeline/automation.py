@@ -38,12 +38,7 @@ import dagster as dg
 from falassets import campaigns, settings
 from falassets.campaigns import Campaign, CampaignError
 from falassets.lineage import decisions, queries
-from falassets.pipeline.assets.fingerprints import (
-    DRAFT_QUALITY,
-    FINAL_QUALITY,
-    recorded_input,
-    same_render_input,
-)
+from falassets.lineage.passes import DRAFT, FINAL, RequestRow, freshness
 from falassets.pipeline.assets.lookup import read_table_or_none
 from falassets.pipeline.assets.partitions import (
     campaign_partitions,
@@ -53,7 +48,6 @@ from falassets.pipeline.assets.partitions import (
     unregistered,
     winner_partitions,
 )
-from falassets.pipeline.assets.prompts import CAMPAIGN_SUFFIXES
 from falassets.pipeline.jobs import (
     draft_pass,
     final_pass,
@@ -99,7 +93,7 @@ def not_yet_attempted(
     return [
         key
         for key, wanted in wanted_inputs.items()
-        if not same_render_input(recorded_input(latest.get((key, pass_name)) or {}), wanted)
+        if not freshness(wanted, RequestRow.of(latest.get((key, pass_name)))).attempted
     ]
 
 
@@ -153,7 +147,9 @@ def changed_campaign_files(cursor: FileCursor, log: Callable[[str], None]) -> li
     directory = settings.campaigns_dir()
     seen: dict[str, list[Any]] = {}
     changed: list[tuple[str, str]] = []
-    paths = sorted(p for p in directory.glob("*") if p.suffix in CAMPAIGN_SUFFIXES and p.is_file())
+    paths = sorted(
+        p for p in directory.glob("*") if p.suffix in campaigns.CAMPAIGN_SUFFIXES and p.is_file()
+    )
     for path in paths:
         stat = path.stat()
         before = cursor.files.get(path.name)
@@ -189,11 +185,11 @@ def draft_requests_for(
             continue
         wanted = {
             campaigns.partition_key(campaign, row.prompt_id): campaigns.render_input(
-                row, DRAFT_QUALITY
+                row, DRAFT.quality
             )
             for row in table.rows
         }
-        needed = [key for key in not_yet_attempted(campaign, "draft", wanted) if key not in busy]
+        needed = [key for key in not_yet_attempted(campaign, DRAFT.name, wanted) if key not in busy]
         for keys in contiguous_ranges(ordered, needed):
             requests.append(
                 range_run_request(
@@ -318,12 +314,12 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
         rows = {row.prompt_id: row for row in table.rows}
         picked = [pid for pid in decisions.winners(campaign) if pid in rows]
         wanted = {
-            campaigns.partition_key(campaign, pid): campaigns.render_input(rows[pid], FINAL_QUALITY)
+            campaigns.partition_key(campaign, pid): campaigns.render_input(rows[pid], FINAL.quality)
             for pid in picked
         }
         new_winners += unregistered(instance, winner_partitions, wanted)
         needed[campaign] = [
-            key for key in not_yet_attempted(campaign, "final", wanted) if key not in busy
+            key for key in not_yet_attempted(campaign, FINAL.name, wanted) if key not in busy
         ]
     ordered += [key for key in new_winners if key not in ordered]
     for campaign, keys_needed in needed.items():  # one campaign per run: its pass tags name it

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from falassets import settings
+from falassets.lineage.passes import PASSES
 
 PassName = Literal["draft", "final"]
 Mode = Literal["rerun", "refine"]
 
-PASS_ASSET: dict[str, str] = {"draft": "draft_renders", "final": "final_renders"}
+PASS_ASSET: dict[str, str] = {name: p.asset for name, p in PASSES.items()}
 PASS_JOB: dict[str, str] = {"draft": "draft_pass", "final": "final_pass"}
 PASS_PARTITIONS: dict[str, str] = {"draft": "prompt", "final": "winner"}
 CAMPAIGN_PARTITIONS = "campaign"

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from falassets.engine.render_engine import EventLog, RenderEngine
 from falassets.engine.session import api_host, is_loopback, open_engine, queue_host
+from falassets.lineage.passes import DEFAULT_CONCURRENCY, TEXT_TO_IMAGE
 from falassets.pipeline.fal_environment import prepare_fal
 
 __all__ = ["FalRenderer", "api_host", "is_loopback", "queue_host"]
@@ -25,8 +26,10 @@ class FalRenderer(dg.ConfigurableResource):
     """
 
     fal_key: str | None = Field(default=None, description="fal API key; None: the emulator")
-    endpoint: str = "openai/gpt-image-2"
-    concurrency: int = Field(default=10, ge=1, description="requests in flight, machine-wide")
+    endpoint: str = TEXT_TO_IMAGE
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, description="requests in flight, machine-wide"
+    )
     submit_timeout_s: float = 30.0
     render_timeout_s: float = 900.0  # a request not finished by then is cancelled, recorded
     retry_budget: int = Field(default=4, ge=1)  # attempts per job for retryable failures

@@ -23,11 +23,11 @@ from falassets import campaigns, settings
 from falassets.engine.jobs import TEXT_TO_IMAGE
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
+from falassets.lineage.passes import DRAFT, FINAL, Freshness, RequestRow, freshness
 from falassets.review.files import file_url
 
 log = logging.getLogger(__name__)
 
-FINAL_QUALITY = "high"
 FAILED_STATUSES = ("failed", "cancelled")
 
 
@@ -199,8 +199,8 @@ def build_board(
     items = []
     for row in rows:
         key = campaigns.partition_key(campaign, row["id"])
-        draft = requests.get((key, "draft"))
-        final = requests.get((key, "final"))
+        draft = requests.get((key, DRAFT.name))
+        final = requests.get((key, FINAL.name))
         wanted = _final_input(row)
         items.append(
             {
@@ -210,11 +210,7 @@ def build_board(
                 "draft": _request_view(draft, root),
                 "final": _request_view(final, root) if final else None,
                 "final_cost_usd": price_usd(wanted, endpoint=TEXT_TO_IMAGE),  # page finals: reruns
-                "final_current": bool(
-                    final
-                    and final.get("status") == "completed"
-                    and _same_input(final.get("input"), wanted)
-                ),
+                "final_current": freshness(wanted, RequestRow.of(final)) is Freshness.CURRENT,
             }
         )
     by_id = {item["id"]: item for item in items}
@@ -239,7 +235,7 @@ def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
             for row in table.rows
         ], "table"
     rows = []
-    for (_key, _pass), request in sorted(queries.latest_requests(campaign, "draft").items()):
+    for (_key, _pass), request in sorted(queries.latest_requests(campaign, DRAFT.name).items()):
         sent = _json(request.get("input"))
         prompt_id = request.get("prompt_id")
         if not isinstance(prompt_id, str) or not campaigns.KEY_ID_RE.fullmatch(prompt_id):
@@ -267,13 +263,9 @@ def _final_input(row: dict[str, Any]) -> dict[str, Any]:
         tags=row["tags"],
     )
     try:
-        return campaigns.render_input(prompt_row, FINAL_QUALITY)
+        return campaigns.render_input(prompt_row, FINAL.quality)
     except NotImplementedError:  # campaigns still a stub: the fields that set the price
-        return {"image_size": row["image_size"], "quality": FINAL_QUALITY, "num_images": 1}
-
-
-def _same_input(recorded: Any, wanted: dict[str, Any]) -> bool:
-    return _json(recorded) == json.loads(json.dumps(wanted))
+        return {"image_size": row["image_size"], "quality": FINAL.quality, "num_images": 1}
 
 
 def _request_view(request: dict[str, Any] | None, root: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import dagster as dg
 from falassets import campaigns
 from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
-from falassets.pipeline.assets.fingerprints import DRAFT_QUALITY
+from falassets.lineage.passes import DRAFT
 from falassets.pipeline.assets.lookup import rows_for_keys
 from falassets.pipeline.assets.partitions import prompt_partitions
 from falassets.pipeline.assets.prompts import prompts
@@ -20,7 +20,7 @@ def draft_job(key: str, row: PromptRow, *, endpoint: str, force: bool = False) -
         campaign=campaign,
         prompt_id=prompt_id,
         pass_name="draft",
-        input=campaigns.render_input(row, DRAFT_QUALITY),
+        input=campaigns.render_input(row, DRAFT.quality),
         endpoint=endpoint,
         force=force,
     )

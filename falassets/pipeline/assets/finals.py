@@ -10,8 +10,8 @@ from falassets import campaigns
 from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
 from falassets.lineage import decisions, queries
+from falassets.lineage.passes import FINAL
 from falassets.pipeline.assets.drafts import draft_renders
-from falassets.pipeline.assets.fingerprints import FINAL_QUALITY
 from falassets.pipeline.assets.lookup import Unrenderable, rows_for_keys
 from falassets.pipeline.assets.partitions import winner_partitions
 from falassets.pipeline.assets.rendering import RenderConfig, render_partitions
@@ -46,7 +46,7 @@ def final_job(
 ) -> RenderJob:
     """The final render of one winner; ``draft`` (its lineage row) is required for refine."""
     campaign, prompt_id = campaigns.split_partition_key(key)
-    payload = campaigns.render_input(row, FINAL_QUALITY)
+    payload = campaigns.render_input(row, FINAL.quality)
     variant = ""
     if mode == "refine":
         assert draft is not None

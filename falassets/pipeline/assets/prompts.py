@@ -9,7 +9,6 @@ from falassets.campaigns import Campaign, CampaignError
 from falassets.pipeline.assets.lookup import read_table_or_none
 from falassets.pipeline.assets.partitions import campaign_partitions, prompt_partitions, register
 
-CAMPAIGN_SUFFIXES = (".csv", ".jsonl", ".parquet")
 _PREVIEW_ROWS = 5
 _LISTED_IDS = 20
 
@@ -17,7 +16,7 @@ _LISTED_IDS = 20
 def campaign_file(campaign: str) -> Path:
     """The one file behind a campaign, or a Failure that says what to do."""
     directory = settings.campaigns_dir()
-    found = [directory / f"{campaign}{suffix}" for suffix in CAMPAIGN_SUFFIXES]
+    found = [directory / f"{campaign}{suffix}" for suffix in campaigns.CAMPAIGN_SUFFIXES]
     found = [path for path in found if path.is_file()]
     if not found:
         raise dg.Failure(

@@ -14,13 +14,8 @@ from falassets.campaigns import Campaign
 from falassets.engine.jobs import TEXT_TO_IMAGE
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
+from falassets.lineage.passes import DRAFT, FINAL, Freshness, RequestRow, freshness
 from falassets.pipeline.assets.finals import final_renders
-from falassets.pipeline.assets.fingerprints import (
-    DRAFT_QUALITY,
-    FINAL_QUALITY,
-    recorded_input,
-    same_render_input,
-)
 from falassets.pipeline.assets.images import contact_sheet, sheet_data_uri
 from falassets.pipeline.assets.partitions import campaign_partitions
 from falassets.pipeline.assets.selections import load_table_or_fail, review_selections
@@ -58,13 +53,15 @@ class CampaignFigures:
 
 def _count(state: PassCounts, row: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
     """Add one prompt's latest request to the counts; return its error type when failed."""
-    if row is None or not same_render_input(recorded_input(row), wanted):
+    fresh = freshness(wanted, RequestRow.of(row))
+    if not fresh.attempted:
         state.not_started += 1
-    elif row.get("status") == "completed":
+    elif fresh is Freshness.CURRENT:
         state.done += 1
-    elif row.get("status") == "pending":
+    elif fresh is Freshness.IN_FLIGHT:
         state.in_flight += 1
     else:
+        assert row is not None  # attempted: there is a request
         state.failed += 1
         return str(row.get("error_type") or row.get("status"))
     return None
@@ -83,37 +80,29 @@ def spend_by_pass(campaign: str) -> dict[str, float]:
 def campaign_figures(table: Campaign) -> CampaignFigures:
     campaign = table.name
     figures = CampaignFigures(campaign=campaign, prompts=len(table.rows))
-    drafts = queries.latest_requests(campaign, "draft")
-    finals = queries.latest_requests(campaign, "final")
+    drafts = queries.latest_requests(campaign, DRAFT.name)
+    finals = queries.latest_requests(campaign, FINAL.name)
     decided = decisions.current_decisions(campaign)
     failures: Counter[str] = Counter()
     for row in table.rows:
         key = campaigns.partition_key(campaign, row.prompt_id)
-        draft = drafts.get((key, "draft"))
-        wanted = campaigns.render_input(row, DRAFT_QUALITY)
+        draft = drafts.get((key, DRAFT.name))
+        wanted = campaigns.render_input(row, DRAFT.quality)
         error = _count(figures.drafts, draft, wanted)
         if error:
             failures[f"draft:{error}"] += 1
-        current = (
-            draft is not None
-            and draft.get("status") == "completed"
-            and same_render_input(recorded_input(draft), wanted)
-        )
+        current = draft is not None and freshness(wanted, RequestRow.of(draft)) is Freshness.CURRENT
         picture = (draft.get("thumbnail_path") or draft.get("image_path")) if current else None
         figures.tiles.append((row.prompt_id, Path(picture) if picture else None))
+        high = campaigns.render_input(row, FINAL.quality)
         decision = decided.get((campaign, row.prompt_id))
         if decision == "reject":
             figures.rejected += 1
         if decision == "pick":
             figures.picked += 1
-            error = _count(
-                figures.finals,
-                finals.get((key, "final")),
-                campaigns.render_input(row, FINAL_QUALITY),
-            )
+            error = _count(figures.finals, finals.get((key, FINAL.name)), high)
             if error:
                 failures[f"final:{error}"] += 1
-        high = campaigns.render_input(row, FINAL_QUALITY)
         figures.all_high_usd += price_usd(high, endpoint=TEXT_TO_IMAGE)
     figures.failures_by_error_type = dict(failures.most_common())
     figures.spend_usd = spend_by_pass(campaign)

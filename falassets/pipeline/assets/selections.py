@@ -6,8 +6,8 @@ from falassets import campaigns
 from falassets.campaigns import Campaign, CampaignError
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
+from falassets.lineage.passes import FINAL, Freshness, RequestRow, freshness
 from falassets.pipeline.assets.drafts import draft_renders
-from falassets.pipeline.assets.fingerprints import FINAL_QUALITY, recorded_input, same_render_input
 from falassets.pipeline.assets.lookup import read_table_or_none
 from falassets.pipeline.assets.partitions import campaign_partitions, register, winner_partitions
 
@@ -70,15 +70,14 @@ def review_selections(context: dg.AssetExecutionContext) -> None:
     added, removed = sync_winners(context.instance, campaign, winner_keys)
 
     rows = {row.prompt_id: row for row in table.rows}
-    finals = queries.latest_requests(campaign, "final")
+    finals = queries.latest_requests(campaign, FINAL.name)
     projected = remaining = 0.0
     for pid, key in zip(picked, winner_keys, strict=True):
-        wanted = campaigns.render_input(rows[pid], FINAL_QUALITY)
+        wanted = campaigns.render_input(rows[pid], FINAL.quality)
         cost = price_usd(wanted)
         projected += cost
-        final = finals.get((key, "final"))
-        done = final and final.get("status") == "completed"
-        if not (done and same_render_input(recorded_input(final), wanted)):
+        final = RequestRow.of(finals.get((key, FINAL.name)))
+        if freshness(wanted, final) is not Freshness.CURRENT:
             remaining += cost
     if unknown:
         context.log.warning(f"decisions for prompts not in '{campaign}': {', '.join(unknown[:20])}")
