@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from falassets.engine.model import canonical_json
 
-TEXT_TO_IMAGE = "openai/gpt-image-2"
-EDIT = "openai/gpt-image-2/edit"
+# fal's endpoints are named once, in lineage.passes; re-exported for the engine's callers.
+from falassets.lineage.passes import EDIT as EDIT
+from falassets.lineage.passes import TEXT_TO_IMAGE as TEXT_TO_IMAGE
 
 Pass = Literal["draft", "final"]
 OutcomeStatus = Literal["completed", "failed", "cancelled", "skipped"]

@@ -44,6 +44,7 @@ from falassets.engine.retry import (
     is_transport_failure,
 )
 from falassets.lineage.journal import utc_now
+from falassets.lineage.passes import DEFAULT_CONCURRENCY
 
 
 class FalAuthError(RuntimeError):
@@ -97,7 +98,7 @@ class Progress:
 class EngineConfig:
     """Knobs of one engine (the resource's fields plus a few for tests and benchmarks)."""
 
-    concurrency: int = 10
+    concurrency: int = DEFAULT_CONCURRENCY
     submit_timeout_s: float = 30.0
     render_timeout_s: float = 900.0
     retry_budget: int = 4  # submits per job for retryable failures (429s not counted)
