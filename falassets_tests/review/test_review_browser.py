@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from falassets.lineage import decisions, queries
@@ -20,6 +21,7 @@ from falassets_tests.review.test_review_support import (
     ReviewServer,
     seed_drafts,
     wait_for,
+    wait_for_launch,
     write_campaign_csv,
 )
 
@@ -158,7 +160,8 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         dialog = open_confirm(page, "#render-winners", "Render 3 winners")
         assert "3 winners" in dialog and "$0.45" in dialog and "$5.00" in dialog
         page.click("#confirm-ok")
-        run_id = page.wait_for_selector("#run-id").inner_text()
+        launch_id = page.wait_for_selector("#launch-id").inner_text()
+        assert f"final pass · launch {launch_id}" in page.inner_text("#launches")
         assert not page.is_visible("#confirm")
 
         winners = {f"spring-{pid}" for pid, d in expected.items() if d == "pick"}
@@ -171,15 +174,11 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         finals = queries.latest_requests("spring", "final")
         assert {k for k, _ in finals} == winners  # nothing else was rendered
         assert {r["input"]["quality"] for r in finals.values()} == {"high"}
+        runs = wait_for_launch(launch_id, timeout=PASS_TIMEOUT)
+        assert [run.job_name for run in runs if not run.is_success] == []
+        assert {"review_pass", "final_pass"} <= {run.job_name for run in runs}
+        assert launch.launch_result(launch_id)["exit_code"] == 0
         instance = launch.dagster_instance()
-        run = wait_for(
-            lambda: (r := instance.get_run_by_id(run_id)) and r.is_finished and r,
-            timeout=PASS_TIMEOUT,
-            what=f"run {run_id} to finish",
-        )
-        assert run.is_success
-        import dagster as dg
-
         assert "spring" in instance.get_materialized_partitions(dg.AssetKey("review_selections"))
 
         # The page follows the runs by itself.
@@ -198,6 +197,13 @@ def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> Non
         wait_until(
             page, "document.querySelector('.tile[data-id=p05] img') !== null", timeout=PASS_TIMEOUT
         )
+        retry_id = wait_for(
+            lambda: (shown := page.inner_text("#launch-id")) != launch_id and shown,
+            timeout=15,
+            what="the retry's launch id on the page",
+        )
+        retry_runs = wait_for_launch(retry_id, timeout=PASS_TIMEOUT)
+        assert [run.job_name for run in retry_runs if not run.is_success] == []
         draft = queries.latest_requests("spring", "draft")[("spring-p05", "draft")]
         assert draft["status"] == "completed"
         assert page.inner_text("[data-count=failed]") == "0"

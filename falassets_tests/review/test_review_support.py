@@ -37,6 +37,30 @@ def wait_for(
         time.sleep(every)
 
 
+def wait_for_launch(launch_id: str, *, timeout: float) -> list[Any]:
+    """The Dagster runs of a launch from the review page (``launch.submit_pass``), once the
+    launch has ended and Dagster records each of its runs as finished.
+
+    The page shows a launch id, not a run id: a pass is several runs (prompts, selections,
+    one per range of partitions), each tagged ``LAUNCH_TAG=<id>``. The launch's result file
+    says no further run will start, so "every run found is finished" cannot be read too early.
+    """
+    import dagster as dg
+
+    from falassets.pipeline import launch
+
+    instance = launch.dagster_instance()
+    launch_filter = dg.RunsFilter(tags={launch.LAUNCH_TAG: launch_id})
+
+    def finished_runs() -> list[Any]:
+        if launch.launch_result(launch_id) is None:
+            return []
+        runs = instance.get_runs(filters=launch_filter)
+        return runs if runs and all(run.is_finished for run in runs) else []
+
+    return wait_for(finished_runs, timeout=timeout, what=f"the runs of launch {launch_id}")
+
+
 @dataclass
 class Reply:
     status: int

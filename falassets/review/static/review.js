@@ -559,8 +559,8 @@ function paintLaunches() {
     return;
   }
   const parts = [
-    `${last.pass} pass · run `,
-    el("code", { id: "run-id" }, last.run_id),
+    `${last.pass} pass · launch `,
+    el("code", { id: "launch-id" }, last.run_id),
     " · ",
     el("a", { href: last.dagster_url, target: "_blank", rel: "noopener" }, "watch in Dagster"),
   ];
