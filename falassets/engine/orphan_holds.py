@@ -34,7 +34,6 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -43,6 +42,7 @@ from fal_client import FalClientHTTPError
 from falassets.engine.limiter import AdaptiveLimiter
 from falassets.engine.queue_client import POLL_FIRST_S, POLL_MAX_S, QueueClient, raise_for_status
 from falassets.engine.retry import Action, classify_exception
+from falassets.lineage.journal import age_s
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class OrphanHolds:
         request_id, status_url = row.get("request_id"), row.get("status_url")
         if not request_id or not status_url or str(request_id) in self._holds:
             return None
-        remaining = self.render_timeout_s - _age_s(row.get("submitted_at"))
+        remaining = self.render_timeout_s - age_s(row.get("submitted_at"))
         if remaining <= 0:
             return None  # past the time its own run would have cancelled it
         deadline = asyncio.get_running_loop().time() + remaining
@@ -226,16 +226,3 @@ class OrphanHolds:
             return classify_exception(error).action not in (Action.RETRY, Action.RATE_LIMITED)
         except (ValueError, AttributeError):
             return False  # an unreadable answer: ask again later
-
-
-def _age_s(submitted_at: Any) -> float:
-    """Seconds since an ISO timestamp (0 when unknown: hold for the whole timeout)."""
-    if not isinstance(submitted_at, str):
-        return 0.0
-    try:
-        when = datetime.fromisoformat(submitted_at)
-    except ValueError:
-        return 0.0
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - when).total_seconds())

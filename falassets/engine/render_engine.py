@@ -43,7 +43,7 @@ from falassets.engine.retry import (
     classify_exception,
     is_transport_failure,
 )
-from falassets.lineage.journal import utc_now
+from falassets.lineage.journal import age_s, utc_now
 from falassets.lineage.passes import DEFAULT_CONCURRENCY
 
 
@@ -650,7 +650,7 @@ class RenderEngine:
         if row.get("status") != "pending" or row.get("request_id") != request.request_id:
             _mark_pending(row, request)
             await self._write(row)
-        started = time.monotonic() - _age_s(row.get("submitted_at"))
+        started = time.monotonic() - age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
         async with self.orphans.slot_for(request.request_id):  # a resumed request is at fal too
             final = await self._wait(job, row, request, deadline)
@@ -670,7 +670,7 @@ class RenderEngine:
         loop = asyncio.get_running_loop()
         limit = self.config.render_timeout_s
         if row.get("started_at"):  # seen running by an earlier process
-            deadline = time.monotonic() - _age_s(row["started_at"]) + limit
+            deadline = time.monotonic() - age_s(row["started_at"]) + limit
         try:
             async with asyncio.timeout_at(_loop_time(deadline)) as timeout:
 
@@ -959,16 +959,6 @@ def _billable_units(raw: str | None) -> float | None:
 
 def _is_expiry(status: int, failure: Failure) -> bool:
     return status in (404, 410) or "expire" in (failure.error_type or "").lower()
-
-
-def _age_s(submitted_at: Any) -> float:
-    if not isinstance(submitted_at, str):
-        return 0.0
-    try:
-        when = datetime.fromisoformat(submitted_at)
-    except ValueError:
-        return 0.0
-    return max(0.0, (datetime.now(UTC) - when).total_seconds())
 
 
 def _loop_time(monotonic_deadline: float) -> float:

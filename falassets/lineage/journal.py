@@ -32,6 +32,20 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def age_s(timestamp: Any) -> float:
+    """Seconds since a journal timestamp; 0 when it is missing or unreadable (a caller then
+    counts a deadline in full, the safe side for both waiting and holding capacity)."""
+    if not isinstance(timestamp, str):
+        return 0.0
+    try:
+        when = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - when).total_seconds())
+
+
 def writer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
