@@ -41,6 +41,9 @@ PROMPTS = {
 }
 KEYS = [f"spring-{p}" for p in PROMPTS]
 FAILED = ["spring-p2", "spring-p4"]
+#: Ctrl-C must stop webserver, daemon and code server; each shuts down in turn, which on a
+#: loaded 2-core machine took over 60 s (measured under the suite plus a busy loop).
+SHUTDOWN_S = 120
 
 STATUS_QUERY = """
 query Status($key: AssetKeyInput!) {
@@ -140,12 +143,12 @@ class DagsterDev:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(timeout=60)
+                self.process.wait(timeout=SHUTDOWN_S)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 self._log_handle.close()
-                pytest.fail("dagster dev did not shut down within 60 s of Ctrl-C")
+                pytest.fail(f"dagster dev did not shut down within {SHUTDOWN_S} s of Ctrl-C")
         self._log_handle.close()
         return self.process.returncode
 
@@ -175,7 +178,7 @@ def failed_drafts(sim, data_dir: Path, dagster_home: Path) -> Iterator[None]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_backfill_failed_and_missing_from_the_ui_re_renders_only_those(
     sim, data_dir: Path, dagster_home: Path, failed_drafts: None, tmp_path: Path
 ) -> None:

@@ -95,6 +95,9 @@ def ids_with(page, css: str) -> list[str]:
     return page.eval_on_selector_all(css, "tiles => tiles.map(t => t.dataset.id)")
 
 
+# Three background Dagster launches (finals, then a retry) on a 2-core machine that may be
+# loaded: each may take PASS_TIMEOUT; the test's budget is theirs, not pytest's default 300 s.
+@pytest.mark.timeout(3 * PASS_TIMEOUT + 120)
 def test_review_journey_on_real_renders(sim, drafted, chromium, tmp_path) -> None:
     errors: list[str] = []
     with ReviewServer(budget_usd=5.0) as server:
