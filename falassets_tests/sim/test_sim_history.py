@@ -44,10 +44,15 @@ async def test_history_items_have_fals_documented_shape_newest_end_first(sim) ->
 
 async def test_history_filters_by_endpoint_and_request_id_and_pages(sim) -> None:
     async with client() as http:
-        ids = [(await submit(http, request_input(f"p{i}")))["request_id"] for i in range(5)]
+        accepted = [await submit(http, request_input(f"p{i}")) for i in range(5)]
+        ids = [a["request_id"] for a in accepted]
         await submit(
             http, {"prompt": "e", "image_urls": ["https://example.com/x.png"]}, endpoint=EDIT
         )
+        # Sorted by end time (fal's documented order), a request that finishes between two
+        # pages moves in the order and may be listed twice; page once all have finished.
+        for request in accepted:
+            await wait_done(http, request["status_url"])
         one = (await http.get(HISTORY, params={"endpoint_id": T2I, "request_id": ids[2]})).json()
         edits = (await http.get(HISTORY, params={"endpoint_id": EDIT})).json()
         seen: list[str] = []
