@@ -15,6 +15,9 @@ Fixtures
   Do not kill or restart it: crash tests start their own ``SimProcess.start(...)``.
 - ``sim_session`` (session): the same process without the reset (rarely needed).
 - ``data_dir`` (function): a fresh ``tmp_path`` set as ``FALASSETS_DATA_DIR``; returns it.
+- ``postgres`` / ``redis`` (session): private real servers from Debian's packages
+  (:mod:`falassets_tests.services`), started on first use; ``postgres.new_database(name)``
+  gives a test its own database URL.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _SESSION_DATA = Path(tempfile.mkdtemp(prefix="falassets-test-data-"))
 os.environ["FALASSETS_DATA_DIR"] = str(_SESSION_DATA)
 
 from falassets.sim.control import SimProcess  # noqa: E402 (after the environment is set)
+from falassets_tests import services  # noqa: E402
 
 _SIM = SimProcess.start(
     "--time-scale", SESSION_TIME_SCALE, "--concurrency", "10", "--mode", "queue"
@@ -81,3 +85,17 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh data dir for this test, as ``FALASSETS_DATA_DIR``."""
     monkeypatch.setenv("FALASSETS_DATA_DIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[services.PostgresServer]:
+    server = services.start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[services.RedisServer]:
+    server = services.start_redis()
+    yield server
+    server.stop()
