@@ -27,6 +27,8 @@ start here:
   falassets review                     pick winners in the browser
   falassets run example --pass final --mode refine
   falassets lineage                    what was requested, what it cost
+  falassets show REQUEST_ID            one request: exact input, status, files, run, fal's answer
+  falassets replay REQUEST_ID          send that exact input again (--quality Q), linked to it
   falassets dev [--port 3000]          the Dagster UI on the same runs
   falassets sim status|stop            the built-in fal emulator (FALASSETS_SIM_PORT, 47615)
 
@@ -44,7 +46,7 @@ DELEGATED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from falassets.cli import demo, dev, doctor, lineage, pick, reconcile, run
+    from falassets.cli import demo, dev, doctor, lineage, pick, reconcile, replay, run, show
 
     parser = argparse.ArgumentParser(
         prog="falassets",
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     run.add_parser(subparsers)
-    for command in (pick, lineage, dev, demo, reconcile, doctor):
+    for command in (pick, lineage, show, replay, dev, demo, reconcile, doctor):
         command.add_parser(subparsers)
     for name, (_module, summary) in DELEGATED.items():
         subparsers.add_parser(name, help=summary, add_help=False)

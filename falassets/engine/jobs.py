@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from falassets.engine.model import canonical_json
+from falassets.engine.model import QUALITIES, canonical_json
 
 # fal's endpoints are named once, in lineage.passes; re-exported for the engine's callers.
 from falassets.lineage.passes import EDIT as EDIT
@@ -17,10 +19,14 @@ Pass = Literal["draft", "final"]
 OutcomeStatus = Literal["completed", "failed", "cancelled", "skipped"]
 
 
-def job_key(endpoint: str, payload: dict[str, Any], variant: str = "") -> str:
-    """Idempotency key: the same endpoint, input and variant is the same render (and bill)."""
+def job_key(endpoint: str, payload: dict[str, Any], variant: str = "", replay_of: str = "") -> str:
+    """Idempotency key: the same endpoint, input and variant is the same render (and bill).
+
+    A replay (``replay_of``) is a job of its own, so it never answers, resumes or adopts the
+    pipeline's render of the same input, nor they it; every other key is unchanged by it."""
     digest = hashlib.sha256()
-    for part in (endpoint, canonical_json(payload), variant):
+    parts = (endpoint, canonical_json(payload), variant)
+    for part in parts + ((f"replay:{replay_of}",) if replay_of else ()):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()
@@ -38,10 +44,49 @@ class RenderJob:
     endpoint: str = TEXT_TO_IMAGE
     variant: str = ""  # anything else that makes two jobs different renders
     force: bool = False  # render again even if an identical job already completed
+    replay_of: str | None = None  # the request whose recorded input this job sends again
 
     @property
     def key(self) -> str:
-        return job_key(self.endpoint, self.input, self.variant)
+        return job_key(self.endpoint, self.input, self.variant, self.replay_of or "")
+
+
+class ReplayError(ValueError):
+    """A recorded request that cannot be sent again as it was; the message says why."""
+
+
+def replay_job(row: Mapping[str, Any], *, quality: str | None = None) -> RenderJob:
+    """A job that sends a recorded request's exact input again (the ``requests`` row's
+    ``input``, JSON as sent), linked to it by ``replay_of``; ``quality`` overrides that one
+    field. ``force``: a replay always makes a new request, never answers from lineage."""
+    request_id = row.get("request_id")
+    payload = row.get("input")
+    if isinstance(payload, str):  # the DuckDB view hands JSON back as text
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            payload = None
+    if not isinstance(payload, dict) or not payload:
+        raise ReplayError(f"request {request_id} has no recorded input to send again")
+    endpoint = row.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ReplayError(f"request {request_id} has no recorded endpoint")
+    if quality is not None:
+        if quality not in QUALITIES:
+            raise ReplayError(f"quality must be one of {', '.join(QUALITIES)}, not {quality!r}")
+        payload = {**payload, "quality": quality}
+    pass_name = row.get("pass") if row.get("pass") in ("draft", "final") else "draft"
+    return RenderJob(
+        partition_key=str(row.get("partition_key") or ""),
+        campaign=str(row.get("campaign") or "_replays"),
+        prompt_id=str(row.get("prompt_id") or request_id),
+        pass_name=pass_name,
+        input=payload,
+        endpoint=endpoint,
+        variant=str(row.get("variant") or ""),
+        force=True,
+        replay_of=str(request_id),
+    )
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def new_row(job: RenderJob, *, run_id: str, simulated: bool, attempt: int) -> di
     for name in _WRITER_COLUMNS:
         row.pop(name)
     row.update(
-        partition_key=job.partition_key,
+        # A replay investigates one request; it is not its partition's render, so it must
+        # not become the partition's latest (freshness, the board, a refine's reference).
+        partition_key=None if job.replay_of else job.partition_key,
         campaign=job.campaign,
         prompt_id=job.prompt_id,
         endpoint=job.endpoint,
@@ -58,6 +60,7 @@ def new_row(job: RenderJob, *, run_id: str, simulated: bool, attempt: int) -> di
         attempt=attempt,
         simulated=simulated,
         run_id=run_id,
+        replay_of=job.replay_of,
         cost_usd=0.0,
         cost_source="estimated",  # until fal's x-fal-billable-units says otherwise
     )

@@ -39,6 +39,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "billable_units": "DOUBLE",  # fal's x-fal-billable-units (output images), when it sent it
     "simulated": "BOOLEAN",  # rendered by the emulator, not by fal
     "run_id": "VARCHAR",  # Dagster run id, or the CLI's own id outside Dagster
+    "replay_of": "VARCHAR",  # the request this one replays (`falassets replay`), else null
     "status_url": "VARCHAR",  # kept so a restarted process can resume without resubmitting
     "response_url": "VARCHAR",
     "cancel_url": "VARCHAR",
