@@ -12,6 +12,7 @@ check always, the secret link's cookie in remote mode, Origin and page token on 
 ``POST /api/campaigns/{c}/retry-failed``    ``{"expected": [ids]}`` -> draft pass, run id
 ``GET /api/campaigns/{c}/contact-sheet.png?filter=all|picked|...``
 ``GET /api/campaigns/{c}/decisions.csv``
+``GET /api/requests/{id}``                  one request as lineage knows it (the panel's Show)
 ``GET /files/{path}``                       images under the data directory only
 
 "Expected" lists make the confirm step honest: the server starts exactly what the reviewer
@@ -26,6 +27,7 @@ import inspect
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -46,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 
 from falassets import settings
 from falassets.lineage import decisions
+from falassets.lineage.request_record import find_request, unknown_request_message
 from falassets.pipeline import fal_environment, launch
 from falassets.review import board as boards
 from falassets.review.body import read_json_object
@@ -337,6 +340,27 @@ def _download(name: str) -> dict[str, str]:
     return {"content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"}
 
 
+def get_request(request: Request) -> ApiResponse:
+    """One fal request as lineage knows it (`falassets show` without fal's side), for the
+    detail panel's Show; its Replay hands over `falassets replay ID`, which prices the request
+    and asks before fal bills it."""
+    request_id = request.path_params["request_id"]
+    record = find_request(request_id)
+    if record is None:
+        return api_error(404, unknown_request_message(request_id[:200]))
+    brief = ("request_id", "attempt", "status", "error_type", "run_id")
+    quoted = shlex.quote(request_id)
+    return ApiResponse(
+        {
+            "request": record.row,
+            "attempts": [{name: row.get(name) for name in brief} for row in record.attempts],
+            "replays": [{name: row.get(name) for name in brief} for row in record.replays],
+            "decision": record.decision,
+            "commands": {name: f"falassets {name} {quoted}" for name in ("show", "replay")},
+        }
+    )
+
+
 def serve_file(request: Request) -> Response:
     try:
         path, content_type = resolve_image(_state(request).root, request.path_params["path"])
@@ -398,6 +422,7 @@ def create_app(
         Route("/api/campaigns/{campaign}/retry-failed", post_retry_failed, methods=["POST"]),
         Route("/api/campaigns/{campaign}/contact-sheet.png", contact_sheet),
         Route("/api/campaigns/{campaign}/decisions.csv", export_csv),
+        Route("/api/requests/{request_id}", get_request),
         Route("/files/{path:path}", serve_file),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -335,9 +335,82 @@ function details(item, large) {
         : null,
       el("div", { class: "prompt" }, item.prompt),
       list,
+      large ? null : lookupSection(item),
     ),
   );
   return nodes;
+}
+
+// --- one request: Show (what lineage knows) and Replay (`falassets replay ID`) ---------------
+
+const lookups = new Map(); // "show:ID" | "replay:ID" -> text shown under the buttons
+
+function lookupSection(item) {
+  const requests = [["Draft", item.draft], ["Final", item.final]].filter(([, r]) => r && r.request_id);
+  if (!requests.length) return null;
+  const box = el("div", { class: "lookup" });
+  for (const [label, request] of requests) {
+    const id = request.request_id;
+    box.append(
+      el(
+        "div",
+        { class: "lookup-actions" },
+        el("span", { class: "dim" }, `${label} request`),
+        el("button", { type: "button", "data-show": id }, lookups.has(`show:${id}`) ? "Hide" : "Show"),
+        el("button", { type: "button", "data-replay": id }, "Replay"),
+      ),
+    );
+    for (const kind of ["show", "replay"]) {
+      const text = lookups.get(`${kind}:${id}`);
+      if (text) box.append(el("pre", { class: "lookup-text" }, text));
+    }
+  }
+  return box;
+}
+
+async function onLookupClick(event) {
+  const button = event.target.closest("button[data-show], button[data-replay]");
+  if (!button) return;
+  button.blur(); // Space/Enter belong to the grid
+  const id = button.dataset.show || button.dataset.replay;
+  if (button.dataset.replay) {
+    const command = `falassets replay ${id}`;
+    lookups.set(
+      `replay:${id}`,
+      `${command}  [--quality low|medium|high]\n\nIn a terminal: sends this request's exact input ` +
+        "again as a new request linked to it (replay_of), through the same limiter, budget and " +
+        "lineage; it prints the estimated cost and asks before fal bills it.",
+    );
+    if (navigator.clipboard) navigator.clipboard.writeText(command).then(() => toast(`Copied: ${command}`, "info"), () => {});
+  } else if (lookups.has(`show:${id}`)) {
+    lookups.delete(`show:${id}`);
+  } else {
+    try {
+      lookups.set(`show:${id}`, lookupText(await api("GET", `/api/requests/${encodeURIComponent(id)}`)));
+    } catch (err) {
+      toast(err.message);
+      return;
+    }
+  }
+  renderPanel();
+}
+
+function lookupText(data) {
+  const r = data.request;
+  const lines = [
+    `${r.request_id}${r.simulated ? " (simulated)" : ""} · ${r.endpoint}`,
+    `${r.status}${r.error_type ? " · " + r.error_type : ""} · attempt ${r.attempt} · ${money(r.cost_usd)}`,
+  ];
+  if (r.error_message) lines.push(r.error_message);
+  lines.push(`run ${r.run_id || "—"} · submitted ${r.submitted_at || "—"}`);
+  if (r.replay_of) lines.push(`replay of ${r.replay_of}`);
+  if (data.attempts.length > 1) {
+    lines.push("attempts: " + data.attempts.map((a) => `${a.attempt} ${a.status} ${a.request_id}`).join("; "));
+  }
+  for (const replay of data.replays) lines.push(`replayed as ${replay.request_id} (${replay.status})`);
+  lines.push("input as sent:", JSON.stringify(r.input, null, 2));
+  lines.push(`fal's status, logs and result: ${data.commands.show}`);
+  return lines.join("\n");
 }
 
 function renderPanel() {
@@ -680,6 +753,7 @@ $("filters").addEventListener("click", (event) => {
   if (button) applyFilter(button.dataset.filter, currentItem() && currentItem().id);
 });
 $("render-winners").addEventListener("click", renderWinners);
+$("panel").addEventListener("click", onLookupClick);
 $("retry-failed").addEventListener("click", retryFailed);
 $("confirm-ok").addEventListener("click", confirmOk);
 $("confirm-cancel").addEventListener("click", closeConfirm);
