@@ -126,7 +126,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Submit the input a request recorded in lineage (exactly as it was sent; "
             "--quality changes that one field) as a new request, through the same limiter, "
-            "budget, lineage and verified download as a pass. Its row in the requests view "
+            "budget, retries, lineage and verified download as a pass (a retry is a replay "
+            "too). Its row in the requests view "
             "has replay_of = REQUEST_ID and no partition_key: a replay is an investigation and "
             "never replaces a prompt's draft or final. It runs outside Dagster (run id "
             "cli-replay-…). The estimated cost is printed first; with FAL_KEY it asks before "

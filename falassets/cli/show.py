@@ -80,7 +80,7 @@ def lineage_lines(record: RequestRecord) -> list[str]:
     lines.append(_line("decision", _decision_text(record)))
     lines += _attempt_lines(record)
     if record.replays:
-        lines.append(_line("replays", f"{len(record.replays)} request(s) sent this input again"))
+        lines.append(_line("replays", f"{len(record.replays)} request(s) replay this one"))
         lines += _rows_table(record.replays, ("request_id", "status", "error_type", "cost_usd"))
     lines.append(_line("snapshots", f"{len(record.snapshots)} journalled, oldest first"))
     lines += _rows_table(record.snapshots, ("recorded_at", "status", "error_type", "writer"))
@@ -155,9 +155,10 @@ def _file_lines(row: dict[str, Any]) -> list[str]:
         lines.append(_line("image", f"{image}  {_file_state(image, row.get('sha256'))}"))
         size = f"{row['width']}x{row['height']} · " if row.get("width") else ""
         lines.append(_line("", f"{size}sha256 {row.get('sha256') or '-'}"))
-    for name in ("thumbnail_path", "output_url"):
-        if row.get(name):
-            lines.append(_line(name.split("_")[0], row[name]))
+    labels = {"image_uri": "stored at", "thumbnail_path": "thumbnail", "output_url": "fal's output"}
+    for name, label in labels.items():  # image_uri: once the render store records it
+        if row.get(name) and row.get(name) != image:
+            lines.append(_line(label, row[name]))
     return lines or [_line("files", "none (no output was downloaded)")]
 
 

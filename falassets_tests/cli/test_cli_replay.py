@@ -81,7 +81,7 @@ def test_replay_of_a_failed_request_sends_its_exact_input_and_is_linked_in_linea
     assert f"replay of       {failed['request_id']} (failed)" in out
     assert "(falassets' own id, outside Dagster)" in out
     code, out, _ = run_cli(capsys, "show", failed["request_id"], "--no-fal")
-    assert "replays         1 request(s) sent this input again" in out
+    assert "replays         1 request(s) replay this one" in out
     assert replay["request_id"] in out
 
 
