@@ -47,6 +47,13 @@ def state_dir() -> Path:
     return data_dir() / ".state"
 
 
+def postgres_url() -> str | None:
+    """The deployment's Postgres (``FALASSETS_POSTGRES_URL``): Dagster's storage and the one
+    fal cap every host shares (``engine/cap_postgres.py``). Unset: the cap is flock files on
+    this machine. Holds a password: never log it."""
+    return os.environ.get("FALASSETS_POSTGRES_URL", "").strip() or None
+
+
 def dagster_home() -> Path:
     env = os.environ.get("DAGSTER_HOME")
     return Path(env).expanduser().resolve() if env else data_dir() / "dagster_home"

@@ -18,6 +18,11 @@ Two layers, because they solve different problems:
   accounts for that request. A slot dies with its process but the request does not: the
   lease tells the next process which pending requests nobody alive counts any more
   (:mod:`falassets.engine.orphan_holds`).
+
+Where the places come from is pluggable (:class:`SlotSource`): the flock files above by
+default, or one table for every host (:mod:`falassets.engine.cap_postgres`) when
+``FALASSETS_POSTGRES_URL`` is set. The per-process target and its 429 adaptation are the same
+in front of either.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from falassets.engine.retry import backoff_delay
 
@@ -42,6 +47,36 @@ SLOT_POLL_MAX_S = 0.05
 PROBE_FACTOR = 20
 
 T = TypeVar("T")
+
+
+class CapUnavailable(RuntimeError):
+    """The in-flight cap cannot be enforced (its database is gone): nothing is submitted.
+    The job fails unsubmitted and a rerun renders it; requests already at fal are followed."""
+
+
+class SlotSource(Protocol):
+    """Where in-flight places come from: :class:`SlotFiles` (this machine) or
+    :class:`~falassets.engine.cap_postgres.PostgresSlots` (every host sharing a database)."""
+
+    @property
+    def held(self) -> int: ...
+
+    async def acquire(self) -> int:
+        """A place, waiting while all are taken; raises :class:`CapUnavailable` when the cap
+        cannot be enforced."""
+        ...
+
+    async def accepted(self, index: int, request_id: str, status_url: str | None) -> None:
+        """fal accepted ``request_id`` on this place. Never raises: the request is at fal."""
+        ...
+
+    def release(self, index: int, *, abandoned: bool = False) -> None:
+        """Give the place back. ``abandoned``: its holder stopped early (cancelled, crashed),
+        so an accepted request may still run at fal and a source that can tell keeps the
+        place for it."""
+        ...
+
+    def close(self) -> None: ...
 
 
 async def poll_until(attempt: Callable[[], T | None]) -> T:
@@ -99,7 +134,11 @@ class SlotFiles:
     async def acquire(self) -> int:
         return await poll_until(self.try_acquire)
 
-    def release(self, index: int) -> None:
+    async def accepted(self, index: int, request_id: str, status_url: str | None) -> None:
+        """Nothing to record: a lock file names no request (:class:`RequestLeases` does)."""
+
+    def release(self, index: int, *, abandoned: bool = False) -> None:
+        # The kernel would drop the lock of a dead process anyway: abandoned or not, free it.
         if index in self._held:
             self._held.discard(index)
             fcntl.flock(self._fd(index), fcntl.LOCK_UN)
@@ -189,21 +228,34 @@ class AdaptiveLimiter:
     ``await on_accepted(request_id)`` when a submit is accepted (it takes the request's lease
     until the slot is released) and ``await on_rate_limited(...)`` on a 429. ``lease_dir``
     defaults to ``slot_dir/requests``: the leases are machine-wide like the slots.
+
+    ``slots``: another :class:`SlotSource` instead of the flock files under ``slot_dir``. Such
+    a source names each place's request itself (:meth:`SlotSource.accepted`), so there are no
+    lease files then (``leases`` is None) and the file-based orphan holds do not apply.
     """
 
     def __init__(
         self,
         capacity: int,
-        slot_dir: Path,
+        slot_dir: Path | None,
         *,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         lease_dir: Path | None = None,
+        slots: SlotSource | None = None,
     ) -> None:
         self.capacity = capacity
-        self.slots = SlotFiles(slot_dir, capacity)
-        self.leases = RequestLeases(lease_dir or Path(slot_dir) / "requests")
+        self.slots: SlotSource
+        self.leases: RequestLeases | None
+        if slots is None:
+            if slot_dir is None:
+                raise ValueError("AdaptiveLimiter needs a slot_dir or a slot source")
+            self.slots = SlotFiles(slot_dir, capacity)
+            self.leases = RequestLeases(lease_dir or Path(slot_dir) / "requests")
+        else:
+            self.slots, self.leases = slots, None
         self._leased: dict[asyncio.Task[Any] | None, str] = {}  # slot holder -> its lease
+        self._slot_of: dict[asyncio.Task[Any] | None, int] = {}  # slot holder -> its place
         self.target = capacity
         self.ceiling: int | None = None  # in-flight level (ours) at which fal last said 429
         self.in_flight = 0
@@ -235,32 +287,55 @@ class AdaptiveLimiter:
             self.in_flight += 1
         epoch = self._epoch
         index: int | None = None
+        abandoned = False
+        task = asyncio.current_task()
         try:
             index = await self.slots.acquire()
+            self._slot_of[task] = index
             self.peak_in_flight = max(self.peak_in_flight, self.slots.held)
             if accepted:
-                self._at_fal.add(asyncio.current_task())
-            yield epoch
+                self._at_fal.add(task)
+            try:
+                yield epoch
+            except BaseException:
+                abandoned = True  # cancelled or crashed: its request may still be at fal
+                raise
         finally:
-            self._at_fal.discard(asyncio.current_task())
-            leased = self._leased.pop(asyncio.current_task(), None)
-            if leased is not None:
+            self._at_fal.discard(task)
+            self._slot_of.pop(task, None)
+            leased = self._leased.pop(task, None)
+            if leased is not None and self.leases is not None:
                 self.leases.release(leased)
             if index is not None:
-                self.slots.release(index)
+                self.slots.release(index, abandoned=abandoned)
             async with self._cond:
                 self.in_flight -= 1
                 self._cond.notify_all()
 
-    async def on_accepted(self, request_id: str | None = None) -> None:
+    def current_slot(self) -> int | None:
+        """The place the calling task holds (inside :meth:`slot`), else None."""
+        return self._slot_of.get(asyncio.current_task())
+
+    async def on_accepted(
+        self, request_id: str | None = None, status_url: str | None = None
+    ) -> None:
         """Additive increase: one more place after ``target`` accepted submits, and only after
         ``PROBE_FACTOR`` times as many when the next place is the level fal refused. Call it
         from the task holding the slot, before the request's pending row is written: the
         lease on ``request_id`` it takes (until the slot is released) tells other processes
-        this request is counted, so none mistakes it for a dead run's."""
+        this request is counted, so none mistakes it for a dead run's. A slot source that
+        names requests itself records ``request_id`` and ``status_url`` on the place."""
         task = asyncio.current_task()
         self._at_fal.add(task)
-        if request_id is not None and task not in self._leased and self.leases.try_take(request_id):
+        index = self._slot_of.get(task)
+        if request_id is not None and index is not None:
+            await self.slots.accepted(index, request_id, status_url)
+        if (
+            request_id is not None
+            and self.leases is not None
+            and task not in self._leased
+            and self.leases.try_take(request_id)
+        ):
             self._leased[task] = request_id
         self._consecutive_429 = 0
         if self.target >= self.capacity:
@@ -303,4 +378,5 @@ class AdaptiveLimiter:
 
     def close(self) -> None:
         self.slots.close()
-        self.leases.close()
+        if self.leases is not None:
+            self.leases.close()

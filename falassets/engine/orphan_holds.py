@@ -23,6 +23,10 @@ cap of 4 in issue 11; 429s in fal's reject mode). So before a new engine submits
 run can take a place an orphan still needs, and a batch that ends before its orphans do
 waits for them (:meth:`OrphanHolds.wait`): another process may have found their leases
 taken and relies on them being counted.
+
+This is the embedded default. With ``FALASSETS_POSTGRES_URL`` set the cap's table carries a
+dead host's requests itself (:mod:`falassets.engine.cap_postgres`), watched with the same
+:func:`hold_until_finished`; :class:`OrphanPolicy` is what the engine asks of either.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from fal_client import FalClientHTTPError
@@ -45,6 +49,69 @@ from falassets.engine.retry import Action, classify_exception
 from falassets.lineage.journal import age_s
 
 log = logging.getLogger(__name__)
+
+
+class OrphanPolicy(Protocol):
+    """What the engine asks of whoever keeps a dead run's requests counted."""
+
+    @property
+    def held(self) -> int: ...
+
+    async def start(self, pending: Mapping[str, Iterable[dict[str, Any]]]) -> int:
+        """Before the first submit: count the orphans (``pending``: lineage rows by job key)."""
+        ...
+
+    def slot_for(
+        self, request_id: str, status_url: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The in-flight place of a request already at fal that this engine now follows."""
+        ...
+
+    async def wait(self) -> None:
+        """At the batch's end: until no one else relies on what this process holds."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def finished_at_fal(queue: QueueClient, status_url: str) -> bool:
+    """One status GET: True when fal says COMPLETED or no longer knows the request (or
+    refuses us: the engine reports that), False while it runs or the answer is unsure."""
+    queue.calls["status"] += 1
+    try:
+        response = await queue.http.get(status_url, params={"logs": "0"}, timeout=30.0)
+        raise_for_status(response)
+        return response.json().get("status") == "COMPLETED"
+    except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
+        return classify_exception(error).action not in (Action.RETRY, Action.RATE_LIMITED)
+    except (ValueError, AttributeError):
+        return False  # an unreadable answer: ask again later
+
+
+async def hold_until_finished(
+    queue: QueueClient, status_url: str, deadline: float, handed: asyncio.Event
+) -> bool:
+    """Watch a request (status GETs with backoff, not a stream per orphan) until it needs no
+    place: True once fal finished or forgot it or ``deadline`` (event-loop time) passed,
+    False as soon as ``handed`` is set (the engine follows it now, place included)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await _watch(queue, status_url, handed)
+    except TimeoutError:
+        return not handed.is_set()
+
+
+async def _watch(queue: QueueClient, status_url: str, handed: asyncio.Event) -> bool:
+    delay = 0.0  # ask at once: a request that finished meanwhile frees its slot now
+    while not handed.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handed.wait(), delay * random.uniform(0.8, 1.2))
+        if handed.is_set():
+            break
+        if await finished_at_fal(queue, status_url) and not handed.is_set():
+            return True
+        delay = min(POLL_MAX_S, max(POLL_FIRST_S, delay * 1.5))
+    return False
 
 
 @dataclass(eq=False)
@@ -65,6 +132,9 @@ class OrphanHolds:
     def __init__(
         self, limiter: AdaptiveLimiter, queue: QueueClient, *, render_timeout_s: float
     ) -> None:
+        if limiter.leases is None:
+            raise ValueError("file-based orphan holds need the limiter's request leases")
+        self.leases = limiter.leases
         self.limiter = limiter
         self.queue = queue
         self.render_timeout_s = render_timeout_s
@@ -105,7 +175,7 @@ class OrphanHolds:
         return len(self._holds)
 
     @contextlib.asynccontextmanager
-    async def slot_for(self, request_id: str) -> AsyncIterator[None]:
+    async def slot_for(self, request_id: str, status_url: str | None = None) -> AsyncIterator[None]:
         """The in-flight place of a request already at fal that this engine now waits on
         (resumed or adopted): the orphan hold's slot when this process holds one for it,
         else a new slot and then the request's lease (waiting, slot held, while another
@@ -119,11 +189,11 @@ class OrphanHolds:
                 hold.returned.set()
             return
         async with self.limiter.slot(accepted=True):
-            await self.limiter.leases.take(request_id)
+            await self.leases.take(request_id)
             try:
                 yield
             finally:
-                self.limiter.leases.release(request_id)
+                self.leases.release(request_id)
 
     async def wait(self) -> None:
         """Wait until every orphan held here has finished at fal (or passed its deadline).
@@ -164,7 +234,7 @@ class OrphanHolds:
         while self._candidates:
             hold = self._candidates.popleft()
             if asyncio.get_running_loop().time() < hold.deadline and (
-                self.limiter.leases.try_take(hold.request_id)
+                self.leases.try_take(hold.request_id)
             ):
                 self._holds[hold.request_id] = hold
                 return hold
@@ -173,7 +243,7 @@ class OrphanHolds:
     def _forget(self, hold: _Hold) -> None:
         hold.done = True
         self._holds.pop(hold.request_id, None)
-        self.limiter.leases.release(hold.request_id)
+        self.leases.release(hold.request_id)
 
     async def _hold_one(self, settled: asyncio.Event) -> None:
         try:
@@ -194,35 +264,4 @@ class OrphanHolds:
     async def _hold_until_finished(self, hold: _Hold) -> bool:
         """True once the request needs no place (fal finished or forgot it, or its deadline
         passed); False when the engine took it over, slot included."""
-        try:
-            async with asyncio.timeout_at(hold.deadline):
-                return await self._watch(hold)
-        except TimeoutError:
-            return not hold.handed.is_set()
-
-    async def _watch(self, hold: _Hold) -> bool:
-        delay = 0.0  # ask at once: a request that finished meanwhile frees its slot now
-        while not hold.handed.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hold.handed.wait(), delay * random.uniform(0.8, 1.2))
-            if hold.handed.is_set():
-                break
-            if await self._finished(hold) and not hold.handed.is_set():
-                return True
-            delay = min(POLL_MAX_S, max(POLL_FIRST_S, delay * 1.5))
-        return False
-
-    async def _finished(self, hold: _Hold) -> bool:
-        """One status GET: True when fal says COMPLETED or no longer knows the request (or
-        refuses us: the engine reports that), False while it runs or the answer is unsure."""
-        self.queue.calls["status"] += 1
-        try:
-            response = await self.queue.http.get(
-                hold.status_url, params={"logs": "0"}, timeout=30.0
-            )
-            raise_for_status(response)
-            return response.json().get("status") == "COMPLETED"
-        except (FalClientHTTPError, httpx.TransportError, httpx.TimeoutException) as error:
-            return classify_exception(error).action not in (Action.RETRY, Action.RATE_LIMITED)
-        except (ValueError, AttributeError):
-            return False  # an unreadable answer: ask again later
+        return await hold_until_finished(self.queue, hold.status_url, hold.deadline, hold.handed)

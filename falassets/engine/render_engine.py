@@ -29,9 +29,9 @@ from fal_client import FalClientHTTPError
 from falassets.engine import downloads
 from falassets.engine.intents import IntentLog, OpenIntent
 from falassets.engine.jobs import EDIT, RenderJob, RenderOutcome
-from falassets.engine.limiter import AdaptiveLimiter
+from falassets.engine.limiter import AdaptiveLimiter, CapUnavailable
 from falassets.engine.model import resolve_size
-from falassets.engine.orphan_holds import OrphanHolds
+from falassets.engine.orphan_holds import OrphanHolds, OrphanPolicy
 from falassets.engine.pricing import billed_usd, estimate
 from falassets.engine.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
 from falassets.engine.records import PriorWork, RequestJournal, new_row, resumed_row
@@ -167,6 +167,7 @@ class RenderEngine:
         config: EngineConfig | None = None,
         log: EventLog | None = None,
         secret: str | None = None,
+        orphans: OrphanPolicy | None = None,
     ) -> None:
         self.queue = queue
         self.download_http = download_http
@@ -179,8 +180,11 @@ class RenderEngine:
         self.simulated = simulated
         self.config = config or EngineConfig()
         self.log: EventLog = log or logging.getLogger("falassets.engine")
-        # A dead run's requests still at fal keep their places under the cap (issue 11).
-        self.orphans = OrphanHolds(limiter, queue, render_timeout_s=self.config.render_timeout_s)
+        # A dead run's requests still at fal keep their places under the cap (issue 11); with
+        # a shared database its table does that for every host (engine/cap_postgres.py).
+        self.orphans = orphans or OrphanHolds(
+            limiter, queue, render_timeout_s=self.config.render_timeout_s
+        )
         self._secret = secret
         self._started = time.monotonic()
         self._total = 0
@@ -436,6 +440,10 @@ class RenderEngine:
                 attempt += 1
                 submits += 1
                 step = await self._submit_and_follow(job, attempt, price)
+            except CapUnavailable as error:  # limiter.slot(): the cap cannot be enforced
+                attempt -= 1
+                submits -= 1
+                step = Failure(Action.REFUSED, "cap_unavailable", str(error))  # never sent
             finally:
                 self._reserved -= price
             if isinstance(step, Failure):  # nothing accepted: 429 or a failed submit
@@ -571,7 +579,7 @@ class RenderEngine:
                     await self._write(row)
                     return _Attempt(row, "failed", failure)
                 return failure
-            await self.limiter.on_accepted(request.request_id)  # its lease: counted by us
+            await self.limiter.on_accepted(request.request_id, request.status_url)  # counted by us
             _mark_pending(row, request)
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
@@ -652,7 +660,8 @@ class RenderEngine:
             await self._write(row)
         started = time.monotonic() - age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
-        async with self.orphans.slot_for(request.request_id):  # a resumed request is at fal too
+        # a resumed request is at fal too
+        async with self.orphans.slot_for(request.request_id, request.status_url):
             final = await self._wait(job, row, request, deadline)
         if final is not None:
             return final

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,6 +17,9 @@ from falassets.engine.limiter import AdaptiveLimiter
 from falassets.engine.queue_client import QueueClient
 from falassets.engine.records import RequestJournal
 from falassets.engine.render_engine import EngineConfig, EventLog, RenderEngine
+
+if TYPE_CHECKING:
+    from falassets.engine.cap_postgres import PostgresSlots
 
 PLACEHOLDER_KEY = "simulated-no-key"
 FAL_API_HOST = "api.fal.ai"
@@ -59,6 +62,25 @@ def queue_ahead(config: EngineConfig) -> int:
     return max(0, config.queue_ahead)
 
 
+async def shared_slots(config: EngineConfig, capacity: int) -> PostgresSlots | None:
+    """The places of every host sharing ``FALASSETS_POSTGRES_URL``; None without it (flock
+    files on this machine, as before). Raises CapUnavailable when the database cannot be
+    reached: no engine that would submit beyond the cap."""
+    url = settings.postgres_url()
+    if url is None:
+        return None
+    # psycopg2 comes with the deploy extra: imported only when a database is configured.
+    from falassets.engine.cap_postgres import PostgresSlots, open_cap_table
+
+    table = await open_cap_table(url, capacity)
+    return PostgresSlots(
+        table,
+        capacity,
+        render_timeout_s=config.render_timeout_s,
+        submit_timeout_s=config.submit_timeout_s,
+    )
+
+
 @asynccontextmanager
 async def open_engine(
     *,
@@ -73,6 +95,8 @@ async def open_engine(
     host = queue_host()
     simulated = key is None or is_loopback(host)
     engine_config = EngineConfig(**config)
+    capacity = engine_config.concurrency + queue_ahead(engine_config)
+    slots = await shared_slots(engine_config, capacity)  # before any client: nothing to close
     limits = httpx.Limits(
         max_connections=4 * engine_config.concurrency + 8,
         max_keepalive_connections=2 * engine_config.concurrency + 4,
@@ -91,10 +115,11 @@ async def open_engine(
         limits=limits, timeout=httpx.Timeout(120.0, connect=30.0), trust_env=True
     )
     limiter = AdaptiveLimiter(
-        engine_config.concurrency + queue_ahead(engine_config),
-        settings.state_dir() / "slots",
+        capacity,
+        settings.state_dir() / "slots" if slots is None else None,
         backoff_base_s=engine_config.backoff_base_s,
         backoff_cap_s=engine_config.backoff_cap_s,
+        slots=slots,
     )
     journal = RequestJournal(settings.journal_dir())
     intents = IntentLog(settings.state_dir() / "intents")
@@ -104,6 +129,11 @@ async def open_engine(
         api_host=api_host(host),
         submit_timeout_s=engine_config.submit_timeout_s,
     )
+    orphans = None
+    if slots is not None:  # the table carries a dead host's requests (no file-based holds)
+        from falassets.engine.cap_postgres import PostgresOrphans
+
+        orphans = PostgresOrphans(limiter, slots, queue)
     engine: RenderEngine | None = None
     try:
         engine = RenderEngine(
@@ -119,6 +149,7 @@ async def open_engine(
             config=engine_config,
             log=log,
             secret=key,
+            orphans=orphans,
         )
         yield engine
     finally:
