@@ -442,6 +442,7 @@ class _Watched:
     orphan: Orphan
     deadline: float  # event-loop time
     handed: asyncio.Event = field(default_factory=asyncio.Event)  # the engine follows it now
+    task: asyncio.Task[None] | None = None
 
 
 class PostgresOrphans:
@@ -464,7 +465,11 @@ class PostgresOrphans:
 
     async def start(self, pending: Mapping[str, Iterable[dict[str, Any]]]) -> int:
         """Claim every orphan in the table now (``pending`` is not needed: the rows of dead
-        hosts already hold their places, whoever claims them)."""
+        hosts already hold their places, whoever claims them), and watch again the rows an
+        earlier batch of this engine claimed and left running."""
+        for watched in self._watching.values():
+            if watched.task is None or watched.task.done():
+                self._start_watching(watched)
         with contextlib.suppress(CapUnavailable):  # said by the table; submits stop
             await self.claim()
         if self._watching:
@@ -480,9 +485,13 @@ class PostgresOrphans:
         for orphan in await self.table.run(self.table.claim_orphans):
             watched = _Watched(orphan, loop.time() + orphan.remaining_s)
             self._watching[orphan.request_id] = watched
-            task = asyncio.create_task(self._watch(watched))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_watching(watched)
+
+    def _start_watching(self, watched: _Watched) -> None:
+        task = asyncio.create_task(self._watch(watched))
+        watched.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, watched: _Watched) -> None:
         orphan = watched.orphan
@@ -551,6 +560,8 @@ class PostgresOrphans:
         claims them."""
 
     async def aclose(self) -> None:
+        """Stop watching (the batch is over). Rows still watched stay ours, counted, until
+        the next batch of this engine watches them again or its connection closes."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

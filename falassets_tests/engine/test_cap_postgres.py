@@ -34,6 +34,7 @@ from falassets_tests.engine.engine_support import (
     billed_inputs,
     lineage_rows,
     make_jobs,
+    post_to_emulator,
     wait_for,
 )
 from falassets_tests.services import PostgresServer
@@ -435,3 +436,40 @@ async def test_a_host_that_loses_the_database_stops_submitting_and_says_so(
     assert {rid for rid, row in rows.items() if row["status"] == "completed"} == {
         r["request_id"] for r in ledger["requests"]
     }
+
+
+async def test_an_engine_watches_a_dead_hosts_request_until_fal_finishes_it(
+    sim,
+    url: str,
+    postgres: PostgresServer,
+    holders: list[Holder],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claimed orphan's place comes free once fal says COMPLETED (not before), also when
+    the engine's first batch ended while the request still ran."""
+    sim.configure(mode="queue", time_scale=1.0, latency_low=8.0)  # 5.6-12 s: outlives set-up
+    job = make_jobs(1, tag="orphan")[0]
+    request_id = post_to_emulator(sim, job.input)
+    status_url = f"{sim.url}/openai/gpt-image-2/requests/{request_id}/status"
+    dead = Holder(url, 1, [{"request_id": request_id, "status_url": status_url}])
+    holders.append(dead)
+    dead.kill(postgres.admin_url)
+    monkeypatch.setenv("FALASSETS_POSTGRES_URL", url)
+
+    def running() -> bool:
+        return any(
+            r["request_id"] == request_id and r["status"] == "IN_PROGRESS"
+            for r in sim.ledger()["requests"]
+        )
+
+    async with open_engine(run_id="watcher", concurrency=1, **FAST) as engine:
+        assert await engine.orphans.start({}) == 1
+        await engine.orphans.aclose()  # a batch ended while fal still runs it
+        assert running() and [r[2] for r in slot_rows(url)] == [request_id]
+        assert await engine.orphans.start({}) == 1  # the next batch watches it again
+        await asyncio.to_thread(
+            wait_for, lambda: slot_rows(url)[0][1] is None, timeout=60, what="the place freed"
+        )
+        assert not running()  # freed because fal finished it, not before
+        await engine.orphans.aclose()
