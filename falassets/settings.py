@@ -33,6 +33,13 @@ def renders_dir() -> Path:
     return data_dir() / "renders"
 
 
+def renders_uri() -> str:
+    """Where outputs are written and read (``FALASSETS_RENDERS_URI``): ``s3://bucket/prefix``,
+    ``gs://...``, ``file:///...``, any fsspec URL, or a plain folder. Unset: :func:`renders_dir`,
+    a plain folder, as before the variable existed. Opened by ``falassets.storage.renders``."""
+    return os.environ.get("FALASSETS_RENDERS_URI", "").strip() or str(renders_dir())
+
+
 def journal_dir() -> Path:
     """Append-only JSONL journals (requests, decisions); the source of truth for lineage."""
     return data_dir() / "lineage"

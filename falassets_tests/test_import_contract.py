@@ -20,10 +20,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "falassets"
 ALLOWED_ONLY = {
     "sim": ("falassets.sim",),
     "campaigns": ("falassets.campaigns", "falassets.settings", "falassets.engine.model"),
+    # The render store: engine, pipeline, review and cli may import it; it imports settings.
+    "storage": ("falassets.storage", "falassets.settings"),
 }
 FORBIDDEN = {
     "engine": ("falassets.pipeline", "falassets.review", "falassets.cli", "falassets.sim"),
-    "lineage": ("falassets.engine", "falassets.pipeline"),
+    "lineage": ("falassets.engine", "falassets.pipeline", "falassets.storage"),
     "pipeline": ("falassets.cli", "falassets.review"),
 }
 
@@ -106,6 +108,20 @@ def test_the_checker_fails_on_one_forbidden_import(tmp_path: Path) -> None:
     )
     assert violations(root)[-1] == "falassets/sim/rules.py:1 imports falassets.settings.state_dir"
     assert "falassets/campaigns/x.py:2 imports falassets.cli" in violations(root)
+
+
+def test_the_render_store_may_import_settings_only(tmp_path: Path) -> None:
+    root = tmp_path / "falassets"
+    (root / "storage").mkdir(parents=True)
+    (root / "storage" / "renders.py").write_text(
+        "from falassets import settings\nfrom falassets.engine import jobs\n"
+    )
+    (root / "lineage").mkdir()
+    (root / "lineage" / "views.py").write_text("from falassets.storage import renders\n")
+    assert violations(root) == [
+        "falassets/lineage/views.py:1 imports falassets.storage.renders",
+        "falassets/storage/renders.py:2 imports falassets.engine.jobs",
+    ]
 
 
 def test_importing_falassets_leaves_the_environment_alone() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from falassets import settings
 from falassets.cli.errors import UserError
 from falassets.lineage.passes import DEFAULT_CONCURRENCY, DRAFT, FINAL
+from falassets.storage.renders import location_of, renders_store
 
 CAMPAIGN = "demo"
 
@@ -268,7 +269,7 @@ def _print_where_to_look(report: dict[str, Any], elapsed_s: float) -> None:
             f"${report.get('all_high_usd', 0):,.2f} for every prompt at high"
         )
     print("\nWhere to look:")
-    print(f"  renders        {settings.renders_dir() / CAMPAIGN}/draft and /final")
+    print(f"  renders        {location_of(renders_store().key_uri(CAMPAIGN))}/draft and /final")
     if sheets:
         print(f"  contact sheet  {sheets[0]}")
     print(f"  report         {data / 'reports' / CAMPAIGN / 'report.json'}")

@@ -12,6 +12,7 @@ import sys
 from falassets import settings
 from falassets.cli.errors import UserError
 from falassets.pipeline import fal_environment
+from falassets.storage.renders import RendersUriError, check_renders_uri
 
 DESCRIPTION = """\
 Render image campaigns through fal.ai's queue (GPT Image 2) as a Dagster asset pipeline:
@@ -112,8 +113,9 @@ def _dispatch(argv: list[str]) -> int:
         parser.print_help()
         return 2
     try:
+        check_renders_uri()  # a bad FALASSETS_RENDERS_URI: one line and exit 2, before any work
         return int(args.handler(args) or 0)
-    except UserError as error:
+    except (UserError, RendersUriError) as error:
         print(f"falassets {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -211,7 +211,7 @@ async def check_render() -> Check:
         "render",
         "ok",
         f"request {outcome.request_id}: {outcome.width}x{outcome.height} image verified at "
-        f"{outcome.image_path} in {outcome.latency_s or 0:.1f}s, ${outcome.cost_usd:.2f}, "
+        f"{outcome.image_location} in {outcome.latency_s or 0:.1f}s, ${outcome.cost_usd:.2f}, "
         "recorded in lineage (campaign 'doctor')",
     )
 

@@ -11,7 +11,8 @@ LINEAGE_EPILOG = """\
 views in lineage.duckdb (read-only; they read the journals at query time):
   requests          one row per fal request: request_id, partition_key, campaign, prompt_id,
                     pass, endpoint, input, status, error_type, http_status, attempt,
-                    submitted_at, completed_at, image_path, sha256, cost_usd, simulated, run_id
+                    submitted_at, completed_at, image_path, image_uri, sha256, cost_usd,
+                    simulated, run_id
   latest_renders    the latest request per partition_key and pass
   failures_by_type  failed/cancelled requests by campaign, pass and error_type
   cost_by_campaign  requests, statuses and spend per campaign and pass

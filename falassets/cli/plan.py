@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from falassets.campaigns import Campaign, partition_key, render_input
 from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE, job_key
 from falassets.engine.pricing import Cost, estimate, price_usd
 from falassets.lineage.passes import DEFAULT_CONCURRENCY, FINAL, get_pass
+from falassets.storage.renders import render_exists
 
 #: Mean seconds per render by quality: what the emulator is shaped after (issue 2) and the
 #: basis of the time estimate. Real latency varies with fal's load; treat it as an estimate.
@@ -54,7 +54,7 @@ class PassPlan:
 
 
 def _image_intact(row: dict[str, Any] | None) -> bool:
-    return bool(row and row.get("image_path") and Path(row["image_path"]).is_file())
+    return bool(row and render_exists(row.get("image_path")))
 
 
 def _materialized(asset: str) -> set[str]:

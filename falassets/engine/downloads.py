@@ -3,8 +3,9 @@
 fal's output URLs are short-lived, so the engine downloads as soon as a result is ready. A
 download is streamed to a temporary file (bounded memory), capped in size, allowed only from
 the endpoint's own host or fal's CDN, checked for content type and by a full Pillow decode
-(and for the requested dimensions), then renamed into place, so a crash never leaves a
-half-written image under a final name.
+(and for the requested dimensions), then placed in the render store
+(:mod:`falassets.storage.renders`): renamed into place in a plain folder, one put in object
+storage, so a crash never leaves a half-written image under a final name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httpx
 from PIL import Image
+
+from falassets.storage.renders import RenderFolder, local_path, location_of, make_staging_file
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 #: Decode checks and thumbnails run one at a time off the event loop: a few ms each, far
@@ -44,13 +46,30 @@ class DownloadError(Exception):
 
 @dataclass(frozen=True)
 class StoredImage:
-    path: Path
-    thumbnail_path: Path
+    """A verified output in the store. ``path``/``thumbnail_path``: the local files when the
+    store is a plain folder, else None; ``uri``/``thumbnail_uri``: where the store has them."""
+
+    path: Path | None
+    thumbnail_path: Path | None
     sha256: str
     width: int
     height: int
     content_type: str
     size_bytes: int
+    uri: str
+    thumbnail_uri: str
+
+    def row_fields(self) -> dict[str, object]:
+        """The lineage columns of a stored output (``image_path``: the local path for plain
+        folders, the URI otherwise, as before URIs; ``image_uri`` always)."""
+        return {
+            "image_path": location_of(self.uri),
+            "image_uri": self.uri,
+            "thumbnail_path": location_of(self.thumbnail_uri),
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+        }
 
 
 def allowed_host(url: str, endpoint_host: str) -> bool:
@@ -72,7 +91,7 @@ def output_stem(prompt_id: str, sha256: str) -> str:
 async def download_image(
     client: httpx.AsyncClient,
     url: str,
-    dest_dir: Path,
+    dest: RenderFolder | Path,
     prompt_id: str,
     *,
     endpoint_host: str,
@@ -80,17 +99,17 @@ async def download_image(
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     timeout_s: float = 120.0,
 ) -> StoredImage:
-    """Download ``url`` into ``dest_dir/<prompt_id>-<sha12>.<ext>`` with a thumbnail under
-    ``dest_dir/thumbs/``. Raises :class:`DownloadError`; nothing is left behind on failure."""
+    """Download ``url`` into ``dest/<prompt_id>-<sha12>.<ext>`` with a thumbnail under
+    ``dest/thumbs/`` (``dest``: a folder of the render store, or a plain directory). Raises
+    :class:`DownloadError`; nothing is left behind on failure."""
     if not allowed_host(url, endpoint_host):
         raise DownloadError(
             "output_host_not_allowed",
             f"refusing to download {urlsplit(url).netloc or url[:60]!r}: outputs are fetched "
             f"only over https from fal's CDN or {endpoint_host}",
         )
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
-    tmp = Path(tmp_name)
+    folder = dest if isinstance(dest, RenderFolder) else RenderFolder.local(dest)
+    fd, tmp = make_staging_file(folder.staging_dir())
     try:
         digest = hashlib.sha256()
         size = 0
@@ -130,7 +149,7 @@ async def download_image(
         return await asyncio.get_running_loop().run_in_executor(
             _IMAGE_CHECKS,
             _check_and_place,
-            *(tmp, dest_dir, prompt_id, sha, content_type, size, expected_size),
+            *(tmp, folder, prompt_id, sha, content_type, size, expected_size),
         )
     finally:
         if fd >= 0:
@@ -141,14 +160,14 @@ async def download_image(
 
 def _check_and_place(
     tmp: Path,
-    dest_dir: Path,
+    folder: RenderFolder,
     prompt_id: str,
     sha: str,
     content_type: str,
     size: int,
     expected_size: tuple[int, int] | None,
 ) -> StoredImage:
-    """Decode fully (a truncated or corrupt file fails here), then rename into place."""
+    """Decode fully (a truncated or corrupt file fails here), then place it in the store."""
     try:
         with Image.open(tmp) as image:
             image.load()
@@ -165,28 +184,37 @@ def _check_and_place(
             f"{expected_size[0]}x{expected_size[1]}",
         )
     ext = _EXTENSIONS.get(fmt, fmt.lower() or "bin")
-    final = dest_dir / f"{output_stem(prompt_id, sha)}.{ext}"
-    thumbs = dest_dir / "thumbs"
-    thumbs.mkdir(exist_ok=True)
-    thumb_path = thumbs / f"{output_stem(prompt_id, sha)}.jpg"
-    if not thumb_path.exists():
+    stem = output_stem(prompt_id, sha)
+    thumb_name = f"thumbs/{stem}.jpg"
+    if not folder.exists(thumb_name):
         thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
         if thumb.mode not in ("RGB", "L"):
             background = Image.new("RGB", thumb.size, "white")
             rgba = thumb.convert("RGBA")
             background.paste(rgba, mask=rgba.getchannel("A"))
             thumb = background
-        fd, tmp_thumb = tempfile.mkstemp(prefix=".part-", suffix=".jpg", dir=thumbs)
+        fd, tmp_thumb = make_staging_file(folder.staging_dir("thumbs"), ".jpg")
         try:
             with os.fdopen(fd, "wb") as handle:
                 thumb.save(handle, "JPEG", quality=80)
-            os.replace(tmp_thumb, thumb_path)
+            folder.put(tmp_thumb, thumb_name)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_thumb)
+                tmp_thumb.unlink()
             raise
-    os.replace(tmp, final)
-    return StoredImage(final, thumb_path, sha, width, height, content_type, size)
+    thumb_uri = folder.store.key_uri(folder.key(thumb_name))
+    uri = folder.put(tmp, f"{stem}.{ext}")
+    return StoredImage(
+        local_path(uri),
+        local_path(thumb_uri),
+        sha,
+        width,
+        height,
+        content_type,
+        size,
+        uri,
+        thumb_uri,
+    )
 
 
 def file_sha256(path: Path) -> str | None:

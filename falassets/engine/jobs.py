@@ -14,6 +14,7 @@ from falassets.engine.model import QUALITIES, canonical_json
 # fal's endpoints are named once, in lineage.passes; re-exported for the engine's callers.
 from falassets.lineage.passes import EDIT as EDIT
 from falassets.lineage.passes import TEXT_TO_IMAGE as TEXT_TO_IMAGE
+from falassets.storage.renders import location_of
 
 Pass = Literal["draft", "final"]
 OutcomeStatus = Literal["completed", "failed", "cancelled", "skipped"]
@@ -99,8 +100,10 @@ class RenderOutcome:
     error_type: str | None = None
     error_message: str | None = None
     http_status: int | None = None
-    image_path: Path | None = None
+    image_path: Path | None = None  # the local file when renders are a plain folder
     thumbnail_path: Path | None = None
+    image_uri: str | None = None  # where the render store has it (always, when completed)
+    thumbnail_uri: str | None = None
     sha256: str | None = None
     width: int | None = None
     height: int | None = None
@@ -113,3 +116,14 @@ class RenderOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def image_location(self) -> str | None:
+        """What lineage's ``image_path`` says: the local path, else the URI."""
+        return location_of(self.image_uri) or (str(self.image_path) if self.image_path else None)
+
+    @property
+    def thumbnail_location(self) -> str | None:
+        return location_of(self.thumbnail_uri) or (
+            str(self.thumbnail_path) if self.thumbnail_path else None
+        )

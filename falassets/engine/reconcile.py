@@ -314,7 +314,7 @@ async def _deliver(
     if url is None:
         row.update(status="failed", error_message=f"{note}; fal's output holds no image")
         return
-    dest = engine.renders_dir / job.campaign / job.pass_name
+    dest = engine.renders.folder(f"{job.campaign}/{job.pass_name}")
     try:
         stored = await downloads.download_image(
             engine.download_http,
@@ -331,11 +331,7 @@ async def _deliver(
         status="completed",
         http_status=200,
         output_url=url if len(url) < 2048 else None,
-        image_path=str(stored.path),
-        thumbnail_path=str(stored.thumbnail_path),
-        sha256=stored.sha256,
-        width=stored.width,
-        height=stored.height,
+        **stored.row_fields(),
         error_message=f"{note}; its output is reused, not rendered again",
     )
 

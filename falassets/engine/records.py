@@ -28,6 +28,7 @@ _KEPT = (
     "submitted_at",
     "completed_at",
     "image_path",
+    "image_uri",
     "thumbnail_path",
     "sha256",
     "width",

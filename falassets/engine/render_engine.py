@@ -45,6 +45,7 @@ from falassets.engine.retry import (
 )
 from falassets.lineage.journal import age_s, utc_now
 from falassets.lineage.passes import DEFAULT_CONCURRENCY
+from falassets.storage.renders import RenderStore, local_path, uri_of
 
 
 class FalAuthError(RuntimeError):
@@ -161,7 +162,7 @@ class RenderEngine:
         journal: RequestJournal,
         intents: IntentLog,
         journal_dir: Path,
-        renders_dir: Path,
+        renders: RenderStore,
         run_id: str,
         simulated: bool,
         config: EngineConfig | None = None,
@@ -175,7 +176,7 @@ class RenderEngine:
         self.journal = journal
         self.intents = intents
         self.journal_dir = journal_dir
-        self.renders_dir = renders_dir
+        self.renders = renders
         self.run_id = run_id
         self.simulated = simulated
         self.config = config or EngineConfig()
@@ -344,20 +345,22 @@ class RenderEngine:
         prior = self._prior.completed.get(job.key)
         if prior is None:
             return None
-        path = Path(prior["image_path"])
-        sha = await asyncio.to_thread(downloads.file_sha256, path)
+        location = prior["image_path"]
+        try:
+            sha: str | None = await asyncio.to_thread(self.renders.sha256, location)
+        except OSError:
+            sha = None
         if sha is None or sha != prior.get("sha256"):
             self.log.warning(
-                f"{job.partition_key}: earlier render {path} is missing or changed; rendering again"
+                f"{job.partition_key}: earlier render {location} is missing or changed; "
+                "rendering again"
             )
             return None
-        thumb = prior.get("thumbnail_path")
         return RenderOutcome(
             job,
             "completed",
             request_id=prior.get("request_id"),
-            image_path=path,
-            thumbnail_path=Path(thumb) if thumb else None,
+            **_image_fields(prior),
             sha256=sha,
             width=prior.get("width"),
             height=prior.get("height"),
@@ -801,11 +804,7 @@ class RenderEngine:
         row.update(
             status="completed",
             completed_at=utc_now(),
-            image_path=str(stored.path),
-            thumbnail_path=str(stored.thumbnail_path),
-            sha256=stored.sha256,
-            width=stored.width,
-            height=stored.height,
+            **stored.row_fields(),
             http_status=200,
             error_type=None,
             error_message=None,
@@ -816,7 +815,7 @@ class RenderEngine:
 
     async def _download(self, job: RenderJob, url: str) -> downloads.StoredImage:
         expected = _expected_size(job)
-        dest = self.renders_dir / job.campaign / job.pass_name
+        dest = self.renders.folder(f"{job.campaign}/{job.pass_name}")
         async with self._download_gate:
             for attempt in range(1, self.config.download_attempts + 1):
                 try:
@@ -870,8 +869,7 @@ class RenderEngine:
             error_type=row.get("error_type"),
             error_message=row.get("error_message"),
             http_status=row.get("http_status"),
-            image_path=Path(row["image_path"]) if row.get("image_path") else None,
-            thumbnail_path=Path(row["thumbnail_path"]) if row.get("thumbnail_path") else None,
+            **_image_fields(row),
             sha256=row.get("sha256"),
             width=row.get("width"),
             height=row.get("height"),
@@ -922,6 +920,18 @@ def _mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:
         response_url=request.response_url,
         cancel_url=request.cancel_url,
     )
+
+
+def _image_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """An outcome's image fields from a lineage row (rows before ``image_uri``: the path)."""
+    image = row.get("image_uri") or (uri_of(row["image_path"]) if row.get("image_path") else None)
+    thumb = uri_of(row["thumbnail_path"]) if row.get("thumbnail_path") else None
+    return {
+        "image_path": local_path(image),
+        "thumbnail_path": local_path(thumb),
+        "image_uri": image,
+        "thumbnail_uri": thumb,
+    }
 
 
 def _first_image(body: Any) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from falassets.engine.limiter import AdaptiveLimiter
 from falassets.engine.queue_client import QueueClient
 from falassets.engine.records import RequestJournal
 from falassets.engine.render_engine import EngineConfig, EventLog, RenderEngine
+from falassets.storage.renders import renders_store
 
 if TYPE_CHECKING:
     from falassets.engine.cap_postgres import PostgresSlots
@@ -95,6 +96,7 @@ async def open_engine(
     host = queue_host()
     simulated = key is None or is_loopback(host)
     engine_config = EngineConfig(**config)
+    renders = renders_store()  # a bad FALASSETS_RENDERS_URI fails here, before any request
     capacity = engine_config.concurrency + queue_ahead(engine_config)
     slots = await shared_slots(engine_config, capacity)  # before any client: nothing to close
     limits = httpx.Limits(
@@ -143,7 +145,7 @@ async def open_engine(
             journal=journal,
             intents=intents,
             journal_dir=settings.journal_dir(),
-            renders_dir=settings.renders_dir(),
+            renders=renders,
             run_id=run_id,
             simulated=simulated,
             config=engine_config,

@@ -29,7 +29,8 @@ REQUEST_COLUMNS: dict[str, str] = {
     "latency_s": "DOUBLE",  # submit to result
     "queued_s": "DOUBLE",  # submit to started_at: time spent waiting in fal's queue
     "output_url": "VARCHAR",  # where fal served the output (refine passes it back to fal)
-    "image_path": "VARCHAR",  # absolute path of the downloaded output
+    "image_path": "VARCHAR",  # the output's local path (plain folder), else its URI
+    "image_uri": "VARCHAR",  # where the output is stored: file:///..., s3://..., gs://...
     "thumbnail_path": "VARCHAR",
     "sha256": "VARCHAR",
     "width": "INTEGER",

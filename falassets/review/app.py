@@ -13,7 +13,8 @@ check always, the secret link's cookie in remote mode, Origin and page token on 
 ``GET /api/campaigns/{c}/contact-sheet.png?filter=all|picked|...``
 ``GET /api/campaigns/{c}/decisions.csv``
 ``GET /api/requests/{id}``                  one request as lineage knows it (the panel's Show)
-``GET /files/{path}``                       images under the data directory only
+``GET /files/{path}``                       renders (``renders/<key>``, through the render
+                                            store) and images under the data directory only
 
 "Expected" lists make the confirm step honest: the server starts exactly what the reviewer
 saw and confirmed, and answers 409 with the fresh numbers when the winners changed meanwhile
@@ -42,7 +43,13 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -64,6 +71,7 @@ from falassets.review.security import (
     is_loopback,
     new_token,
 )
+from falassets.storage.renders import RendersUriError, check_renders_uri
 
 log = logging.getLogger("falassets.review")
 
@@ -363,12 +371,13 @@ def get_request(request: Request) -> ApiResponse:
 
 def serve_file(request: Request) -> Response:
     try:
-        path, content_type = resolve_image(_state(request).root, request.path_params["path"])
+        image = resolve_image(_state(request).root, request.path_params["path"])
     except Refused as refused:
         return api_error(refused.status, str(refused))
-    return FileResponse(
-        path, media_type=content_type, headers={"cache-control": "private, max-age=300"}
-    )
+    headers = {"cache-control": "private, max-age=300"}
+    if image.path is not None:  # a plain folder: the file as is
+        return FileResponse(image.path, media_type=image.content_type, headers=headers)
+    return StreamingResponse(image.chunks(), media_type=image.content_type, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -562,6 +571,11 @@ def main(argv: list[str]) -> int:
         budget = budget_from(args.budget_usd)
     except ValueError as exc:
         print(f"falassets review: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_renders_uri()  # the page serves renders through the store: fail now, not later
+    except RendersUriError as exc:
+        print(f"falassets review: error: {exc}", file=sys.stderr)
         return 2
     if not args.allow_remote and not is_loopback(args.host):
         print(remote_refusal(args.host, args.port), file=sys.stderr)

@@ -97,8 +97,8 @@ def contact_sheet_png(
 ) -> bytes:
     """A PNG grid of the items' draft thumbnails, id under each, decision as a coloured frame.
 
-    Pictures are read through :func:`resolve_image`, so a sheet can only contain files from
-    the data directory, like the page itself.
+    Pictures are read through :func:`resolve_image`, so a sheet can only contain what the page
+    itself serves (the render store, the data directory).
     """
     items = list(items)[:MAX_SHEET_TILES]
     columns = columns or max(1, min(8, math.ceil(math.sqrt(len(items) or 1))))
@@ -147,8 +147,8 @@ def _tile(root: Path, url: str | None) -> Image.Image | None:
     if not url or not url.startswith("/files/"):
         return None
     try:
-        path, _ = resolve_image(root, unquote(url[len("/files/") :]))
-        with Image.open(path) as source:
+        image = resolve_image(root, unquote(url[len("/files/") :]))
+        with image.open() as handle, Image.open(handle) as source:
             source.draft("RGB", (CELL, CELL))
             picture = source.convert("RGB")
     except (Refused, OSError, ValueError):

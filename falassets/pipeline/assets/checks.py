@@ -1,8 +1,10 @@
 """Asset checks: what a materialization promises and a later look can verify.
 
-``final_file_matches_sha256``: each final's image on disk is still the file that was rendered
-(the sha256 its materialization recorded). Finals are what a campaign ships; a file replaced,
-truncated or deleted after the render would otherwise go unnoticed until someone opens it.
+``final_file_matches_sha256``: each final's image in the render store (a folder or object
+storage, read through :func:`falassets.storage.renders.render_sha256`) is still the file that
+was rendered (the sha256 its materialization recorded). Finals are what a campaign ships; a
+file replaced, truncated or deleted after the render would otherwise go unnoticed until
+someone opens it.
 
 Why one check over many partitions: ``AssetCheckResult`` has no partition argument, and in a
 single-run backfill a check runs once for the run. So the check covers the partitions of the
@@ -10,31 +12,22 @@ run it belongs to (all winners when run on its own) and lists every mismatch in 
 It is not blocking: a mismatch is a warning on the asset, never a reason to stop a pass.
 """
 
-import hashlib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import dagster as dg
 
-from falassets import settings
 from falassets.pipeline.assets.finals import final_renders
 from falassets.pipeline.assets.partitions import run_partition_keys
+from falassets.storage.renders import render_sha256, uri_of
 
 _LISTED = 50  # mismatches named in the description; the metadata has them all
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def latest_recorded_files(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Iterable[str]
 ) -> dict[str, tuple[str, str]]:
-    """``{partition: (image_path, sha256)}`` from each partition's latest materialization."""
+    """``{partition: (image location, sha256)}`` from each partition's latest materialization
+    (its ``image_uri``, or the ``image_path`` materializations recorded before URIs)."""
     wanted = list(dict.fromkeys(keys))
     found: dict[str, tuple[str, str]] = {}
     cursor = None
@@ -51,8 +44,9 @@ def latest_recorded_files(
             if key is None or key in found or materialization is None:
                 continue
             metadata = materialization.metadata
-            path, sha = metadata.get("image_path"), metadata.get("sha256")
-            found[key] = (str(getattr(path, "value", "") or ""), str(getattr(sha, "value", "")))
+            uri, path = metadata.get("image_uri"), metadata.get("image_path")
+            location = getattr(uri, "value", "") or getattr(path, "value", "") or ""
+            found[key] = (str(location), str(getattr(metadata.get("sha256"), "value", "")))
         if not page.has_more:
             break
         cursor = page.cursor
@@ -66,16 +60,16 @@ def mismatches(recorded: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         if not image_path or not sha:
             wrong[key] = "the materialization recorded no image path or sha256"
             continue
-        path = Path(image_path)
-        if not path.is_absolute():
-            path = settings.data_dir() / path
+        location = uri_of(image_path)  # a relative path is relative to the data directory
         try:
-            actual = file_sha256(path)
+            actual = render_sha256(location)
         except OSError as exc:
-            wrong[key] = f"{path}: cannot read the file ({exc.strerror or exc})"
+            wrong[key] = f"{image_path}: cannot read the file ({exc.strerror or exc})"
             continue
         if actual != sha:
-            wrong[key] = f"{path}: sha256 {actual[:12]}… differs from the recorded {sha[:12]}…"
+            wrong[key] = (
+                f"{image_path}: sha256 {actual[:12]}… differs from the recorded {sha[:12]}…"
+            )
     return wrong
 
 
@@ -84,9 +78,9 @@ def mismatches(recorded: Mapping[str, tuple[str, str]]) -> dict[str, str]:
     name="final_file_matches_sha256",
     blocking=False,
     description=(
-        "Each final image on disk is the file that was rendered: its sha256 equals the one "
-        "its latest materialization recorded (the run's partitions, or every winner when run "
-        "on its own). Mismatches are listed in the metadata."
+        "Each final image in the render store is the file that was rendered: its sha256 equals "
+        "the one its latest materialization recorded (the run's partitions, or every winner "
+        "when run on its own). Mismatches are listed in the metadata."
     ),
 )
 def final_file_matches_sha256(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

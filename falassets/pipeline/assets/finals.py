@@ -1,5 +1,6 @@
 """``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft."""
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from falassets.pipeline.assets.partitions import winner_partitions
 from falassets.pipeline.assets.rendering import RenderConfig, render_partitions
 from falassets.pipeline.assets.selections import review_selections
 from falassets.pipeline.resources import FalRenderer
+from falassets.storage.renders import render_sha256
 
 Mode = Literal["rerun", "refine"]
 
@@ -74,6 +76,27 @@ def _completed_drafts(keys: list[str]) -> dict[str, dict[str, Any]]:
     return drafts
 
 
+def _changed_drafts(drafts: Mapping[str, Mapping[str, Any]]) -> dict[str, Unrenderable]:
+    """Drafts a refine must not start from: read through the render store, the picked draft
+    must still be the image the reviewer saw (its recorded sha256), since the final's variant
+    names that sha256 and the review page showed the stored copy."""
+    changed: dict[str, Unrenderable] = {}
+    for key, draft in drafts.items():
+        location = draft.get("image_path")
+        try:
+            intact = bool(location) and render_sha256(location) == draft["sha256"]
+        except OSError:
+            intact = False
+        if not intact:
+            changed[key] = Unrenderable(
+                "draft_changed",
+                f"the picked draft {location or '(no image recorded)'} is missing from the "
+                "render store or no longer matches its recorded sha256. Fix: render the draft "
+                "again (`falassets run CAMPAIGN`) and pick it, or use mode=rerun",
+            )
+    return changed
+
+
 def _not_winners(keys: list[str]) -> dict[str, Unrenderable]:
     picked = {
         (campaign, prompt_id)
@@ -113,6 +136,8 @@ async def final_renders(
     rows, unrenderable = rows_for_keys(keys)
     unrenderable.update(_not_winners(list(rows)))
     drafts = _completed_drafts(list(rows)) if config.mode == "refine" else {}
+    wanted = {key: draft for key, draft in drafts.items() if key not in unrenderable}
+    unrenderable.update(await asyncio.to_thread(_changed_drafts, wanted))
     jobs: dict[str, RenderJob] = {}
     extra: dict[str, dict[str, Any]] = {}
     for key, row in rows.items():

@@ -13,10 +13,15 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from falassets.storage.renders import open_render
+
+#: A render's location as lineage records it (local path or URI), read through the store.
+Location = str | os.PathLike[str]
 
 INLINE_MARKDOWN_LIMIT = 950  # characters; Dagster's inline cut-off is 1,000
 _THUMB_EDGES = (96, 80, 64, 48, 32)
@@ -34,10 +39,10 @@ def _markdown_image(data: bytes, mime: str, alt: str) -> str:
     return f"![{label}](data:{mime};base64,{base64.b64encode(data).decode()})"
 
 
-def inline_thumbnail(path: Path, alt: str = "thumbnail") -> str | None:
+def inline_thumbnail(location: Location, alt: str = "thumbnail") -> str | None:
     """A markdown image with a data URI that stays under the inline limit, or None."""
     try:
-        with Image.open(path) as source:
+        with open_render(location) as handle, Image.open(handle) as source:
             source.draft("RGB", (128, 128))  # cheap downscale while decoding JPEGs
             image = source.convert("RGB")
     except (OSError, ValueError):
@@ -53,7 +58,7 @@ def inline_thumbnail(path: Path, alt: str = "thumbnail") -> str | None:
 
 
 def contact_sheet(
-    tiles: Sequence[tuple[str, Path | None]],
+    tiles: Sequence[tuple[str, Location | None]],
     *,
     columns: int | None = None,
     cell: int = 160,
@@ -70,11 +75,11 @@ def contact_sheet(
     font = ImageFont.load_default()
     if title:
         draw.text((pad, 8), title, fill="black", font=font)
-    for index, (label, path) in enumerate(tiles):
+    for index, (label, location) in enumerate(tiles):
         col, row = index % columns, index // columns
         x = pad + col * (cell + pad)
         y = title_h + pad + row * (cell + label_h + pad)
-        picture = _load_tile(path, cell)
+        picture = _load_tile(location, cell)
         if picture is None:
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill="#dddddd", outline="#999999")
             draw.text((x + 6, y + cell // 2 - 6), "no draft", fill="#666666", font=font)
@@ -94,11 +99,11 @@ def sheet_data_uri(sheet: Image.Image, *, max_edge: int = 480, alt: str = "conta
     return _markdown_image(_encode(small, "JPEG", 60), "image/jpeg", alt)
 
 
-def _load_tile(path: Path | None, cell: int) -> Image.Image | None:
-    if path is None:
+def _load_tile(location: Location | None, cell: int) -> Image.Image | None:
+    if location is None:
         return None
     try:
-        with Image.open(path) as source:
+        with open_render(location) as handle, Image.open(handle) as source:
             source.draft("RGB", (cell, cell))
             picture = source.convert("RGB")
     except (OSError, ValueError):

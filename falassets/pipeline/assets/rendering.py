@@ -195,7 +195,8 @@ def outcome_metadata(outcome: RenderOutcome, *, simulated: bool) -> dict[str, An
         "request_id": outcome.request_id or "",
         "cost_usd": round(outcome.cost_usd, 6),
         "latency_s": round(outcome.latency_s, 3) if outcome.latency_s is not None else 0.0,
-        "image_path": dg.MetadataValue.path(str(outcome.image_path or "")),
+        "image_path": dg.MetadataValue.path(outcome.image_location or ""),
+        "image_uri": outcome.image_uri or "",
         "sha256": outcome.sha256 or "",
         "simulated": simulated,
         "reused": outcome.reused,
@@ -204,7 +205,7 @@ def outcome_metadata(outcome: RenderOutcome, *, simulated: bool) -> dict[str, An
     }
     if outcome.width and outcome.height:
         metadata["size"] = f"{outcome.width}x{outcome.height}"
-    picture = outcome.thumbnail_path or outcome.image_path
+    picture = outcome.thumbnail_location or outcome.image_location
     thumbnail = inline_thumbnail(picture, alt=outcome.job.prompt_id) if picture else None
     if thumbnail:
         metadata["thumbnail"] = dg.MetadataValue.md(thumbnail)

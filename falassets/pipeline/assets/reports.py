@@ -48,7 +48,7 @@ class CampaignFigures:
     spend_total_usd: float = 0.0
     all_high_usd: float = 0.0  # every prompt rendered once at quality=high, no drafts
     # Drafts with a current completed render: (prompt id, picture) in campaign order.
-    tiles: list[tuple[str, Path | None]] = field(default_factory=list)
+    tiles: list[tuple[str, str | None]] = field(default_factory=list)  # id, render location
 
 
 def _count(state: PassCounts, row: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
@@ -93,7 +93,7 @@ def campaign_figures(table: Campaign) -> CampaignFigures:
             failures[f"draft:{error}"] += 1
         current = draft is not None and freshness(wanted, RequestRow.of(draft)) is Freshness.CURRENT
         picture = (draft.get("thumbnail_path") or draft.get("image_path")) if current else None
-        figures.tiles.append((row.prompt_id, Path(picture) if picture else None))
+        figures.tiles.append((row.prompt_id, picture or None))
         high = campaigns.render_input(row, FINAL.quality)
         decision = decided.get((campaign, row.prompt_id))
         if decision == "reject":
