@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -162,15 +161,15 @@ def _file_lines(row: dict[str, Any]) -> list[str]:
     return lines or [_line("files", "none (no output was downloaded)")]
 
 
-def _file_state(path: str, sha256: str | None) -> str:
-    """Whether the recorded output is still here, unchanged."""
-    from falassets.engine.downloads import file_sha256
+def _file_state(location: str, sha256: str | None) -> str:
+    """Whether the recorded output is still in the render store (a folder or a bucket),
+    unchanged."""
+    from falassets.storage.renders import render_sha256
 
-    if "://" in path:
-        return "(not a local file; not checked)"
-    found = file_sha256(Path(path))
-    if found is None:
-        return "(missing on this machine)"
+    try:
+        found = render_sha256(location)
+    except OSError:
+        return "(missing from the render store)"
     return "(present, sha256 matches)" if found == sha256 else "(CHANGED since it was recorded)"
 
 

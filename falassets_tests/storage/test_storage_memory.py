@@ -133,3 +133,19 @@ async def test_the_sha256_check_and_the_refine_pass_read_the_store(sim, data_dir
     assert "differs from the recorded" in wrong["spring-p3"]
     changed = _changed_drafts(drafts)
     assert list(changed) == ["spring-p3"] and changed["spring-p3"].error_type == "draft_changed"
+
+
+async def test_show_checks_a_render_in_the_store(sim, data_dir, bucket, capsys) -> None:
+    from falassets_tests.cli.test_cli_support import run_cli
+
+    await render_drafts(data_dir, prompts={"p1": PROMPTS["p1"]})
+    row = draft_rows()["p1"]
+
+    code, out, err = run_cli(capsys, "show", row["request_id"], "--no-fal")
+
+    assert code == 0, err
+    assert f"{row['image_uri']}  (present, sha256 matches)" in out
+    fs, path = url_to_fs(row["image_uri"])
+    fs.rm(path)
+    code, out, _ = run_cli(capsys, "show", row["request_id"], "--no-fal")
+    assert code == 0 and "(missing from the render store)" in out
