@@ -108,7 +108,8 @@ def outcome_text(outcome: RenderOutcome, run_id: str) -> str:
     request = outcome.request_id or "no request"
     lines = [f"Replay {request}: {outcome.status} (replay_of {job.replay_of}, run {run_id})"]
     if outcome.ok:
-        lines.append(f"  {outcome.width}x{outcome.height} image verified at {outcome.image_path}")
+        where = outcome.image_location  # the local path, or the URI in object storage
+        lines.append(f"  {outcome.width}x{outcome.height} image verified at {where}")
     else:
         lines.append(f"  {outcome.error_type or 'failed'}: {outcome.error_message or ''}".rstrip())
     lines.append(f"  cost ${outcome.cost_usd:.4f}, {outcome.attempts} submit(s)")

@@ -9,6 +9,7 @@ report sheet, the finals' sha256 check and the refine pass all read from the buc
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,15 @@ async def test_show_checks_a_render_in_the_store(sim, data_dir, bucket, capsys) 
     fs.rm(path)
     code, out, _ = run_cli(capsys, "show", row["request_id"], "--no-fal")
     assert code == 0 and "(missing from the render store)" in out
+
+
+def test_replay_says_where_the_store_put_its_render(sim, data_dir, bucket, capsys) -> None:
+    from falassets_tests.cli.test_cli_support import run_cli
+
+    asyncio.run(render_drafts(data_dir, prompts={"p1": PROMPTS["p1"]}))  # replay runs its own loop
+    original = draft_rows()["p1"]
+
+    code, out, err = run_cli(capsys, "replay", original["request_id"])
+
+    assert code == 0, (out, err)
+    assert f"image verified at {bucket}/spring/draft/p1-" in out
