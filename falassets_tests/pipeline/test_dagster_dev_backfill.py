@@ -95,6 +95,10 @@ def wait_for(what: str, check: Callable[[], Any], deadline_s: float, log: Path) 
         delay = min(delay * 1.5, 2.0)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DagsterDev:
     """`dagster dev` on a free loopback port; ``webserver_only`` runs `dagster-webserver`
     instead (the same UI over the same home, without the daemon's sensors launching runs)."""
@@ -121,6 +125,10 @@ class DagsterDev:
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: webserver, daemon, code server
+            # Ctrl-C as in a terminal: a shell runs background jobs (a CI script, `nohup ... &`)
+            # with SIGINT ignored, the child inherits that, and `dagster dev` then never sees
+            # the interrupt (its subprocesses install handlers of their own and do).
+            preexec_fn=_default_sigint,
         )
         self.client = httpx.Client(timeout=30, trust_env=False)
 
@@ -145,10 +153,19 @@ class DagsterDev:
             try:
                 self.process.wait(timeout=SHUTDOWN_S)
             except subprocess.TimeoutExpired:
+                left = subprocess.run(
+                    ["ps", "-o", "pid,stat,etime,args", "-g", str(self.process.pid)],
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 self._log_handle.close()
-                pytest.fail(f"dagster dev did not shut down within {SHUTDOWN_S} s of Ctrl-C")
+                tail = self.log.read_text(errors="replace")[-6000:]
+                pytest.fail(
+                    f"dagster dev did not shut down within {SHUTDOWN_S} s of Ctrl-C; still "
+                    f"running:\n{left}\nlog tail:\n{tail}"
+                )
         self._log_handle.close()
         return self.process.returncode
 
