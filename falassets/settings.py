@@ -131,3 +131,80 @@ def configure_fal_environment() -> None:
 def uses_builtin_emulator() -> bool:
     """True when falassets itself must start (or reuse) the emulator at the default address."""
     return is_simulated() and os.environ.get("FAL_QUEUE_RUN_HOST") == default_sim_address()
+
+
+# -- the distributed deployment (issue 13): executor and run size --------------------------------
+
+EXECUTORS = ("in_process", "celery")
+
+
+def executor() -> str:
+    """Where the steps of Dagster runs execute (``FALASSETS_EXECUTOR``): ``in_process`` (default:
+    in the process that runs them, as always) or ``celery`` (on ``falassets worker`` hosts, through
+    the broker ``FALASSETS_CELERY_BROKER``). Raises ValueError naming the fix for anything else."""
+    name = os.environ.get("FALASSETS_EXECUTOR", "").strip().lower() or "in_process"
+    if name not in EXECUTORS:
+        raise ValueError(
+            f"FALASSETS_EXECUTOR={name!r} is not an executor. Fix: set it to in_process or "
+            "celery, or unset it (in_process)."
+        )
+    return name
+
+
+def celery_broker() -> str:
+    """The Celery broker URL (``FALASSETS_CELERY_BROKER``, e.g. ``redis://host:6379/0``), which
+    the runs and every worker must share. Raises ValueError naming the fix when unset. Never log
+    it: it may hold a password."""
+    url = os.environ.get("FALASSETS_CELERY_BROKER", "").strip()
+    if not url:
+        raise ValueError(
+            "FALASSETS_CELERY_BROKER is not set. Fix: set it to the broker every host shares "
+            "(e.g. redis://broker-host:6379/0), or unset FALASSETS_EXECUTOR to run in process."
+        )
+    return url
+
+
+def celery_backend_variable() -> str:
+    """The variable holding the URL where Celery keeps task results and states:
+    ``FALASSETS_CELERY_BACKEND`` when set, else ``FALASSETS_CELERY_BROKER`` (Redis serves both).
+    Dagster's executor config names the variable, so no URL is ever written into config."""
+    if os.environ.get("FALASSETS_CELERY_BACKEND", "").strip():
+        return "FALASSETS_CELERY_BACKEND"
+    return "FALASSETS_CELERY_BROKER"
+
+
+def celery_backend() -> str:
+    """The result backend's URL (see :func:`celery_backend_variable`). Never log it."""
+    celery_broker()  # unset broker: the error that names the fix
+    return os.environ[celery_backend_variable()].strip()
+
+
+def celery_worker_lost_s() -> float:
+    """How long a worker running a step may stay silent (no answer to Celery's ping) before the
+    step counts as lost and its run fails (``FALASSETS_CELERY_WORKER_LOST_S``, default 60 s)."""
+    raw = os.environ.get("FALASSETS_CELERY_WORKER_LOST_S", "").strip()
+    try:
+        value = float(raw) if raw else 60.0
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(
+            f"FALASSETS_CELERY_WORKER_LOST_S={raw!r} is not a number of seconds. Fix: set it to "
+            "a positive number (e.g. 60) or unset it."
+        )
+    return value
+
+
+def partitions_per_run() -> int | None:
+    """At most this many partitions per run of a pass (``FALASSETS_PARTITIONS_PER_RUN``), so an
+    executor can spread one pass over several hosts; None (unset): one run per contiguous
+    stretch of partitions, as always. Raises ValueError naming the fix for a bad value."""
+    raw = os.environ.get("FALASSETS_PARTITIONS_PER_RUN", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"FALASSETS_PARTITIONS_PER_RUN={raw!r} is not a whole number of partitions. Fix: "
+            "set it to 1 or more (e.g. 25), or unset it (one run per stretch of partitions)."
+        )
+    return int(raw)

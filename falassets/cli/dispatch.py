@@ -47,7 +47,7 @@ DELEGATED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from falassets.cli import demo, dev, doctor, lineage, pick, reconcile, replay, run, show
+    from falassets.cli import demo, dev, doctor, lineage, pick, reconcile, replay, run, show, worker
 
     parser = argparse.ArgumentParser(
         prog="falassets",
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     run.add_parser(subparsers)
-    for command in (pick, lineage, show, replay, dev, demo, reconcile, doctor):
+    for command in (pick, lineage, show, replay, dev, demo, reconcile, doctor, worker):
         command.add_parser(subparsers)
     for name, (_module, summary) in DELEGATED.items():
         subparsers.add_parser(name, help=summary, add_help=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from falassets import settings
-from falassets.pipeline import fal_environment
+from falassets.pipeline import deployment, fal_environment
 from falassets.pipeline.assets.checks import final_file_matches_sha256
 from falassets.pipeline.assets.drafts import draft_renders
 from falassets.pipeline.assets.finals import final_renders
@@ -34,6 +34,8 @@ defs = dg.Definitions(
     jobs=[prompts_pass, draft_pass, review_pass, final_pass, report_pass],
     sensors=[campaign_file_sensor, winners_sensor, report_sensor],
     resources={"fal": fal_renderer()},
+    # FALASSETS_EXECUTOR: Dagster's default (None) or the celery executor (pipeline/deployment)
+    executor=deployment.executor_def(),
 )
 
 

@@ -23,6 +23,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -89,12 +90,20 @@ telemetry:
 
 
 def prepare_dagster_home() -> Path:
-    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home."""
+    """Make sure DAGSTER_HOME is set and exists, so CLI runs and `dagster dev` share a home.
+
+    A home without a ``dagster.yaml`` gets one: the deployment's Postgres instance when
+    ``FALASSETS_POSTGRES_URL`` is set (``pipeline.deployment.POSTGRES_DAGSTER_YAML``), else
+    the embedded SQLite one. A file someone wrote is never replaced."""
+    from falassets.pipeline.deployment import POSTGRES_DAGSTER_YAML
+
     home = settings.dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists() or config.read_text() == _OLD_DAGSTER_YAML:
+    if not config.exists():
+        config.write_text(POSTGRES_DAGSTER_YAML if settings.postgres_url() else _DAGSTER_YAML)
+    elif config.read_text() == _OLD_DAGSTER_YAML:
         config.write_text(_DAGSTER_YAML)
     return home
 
@@ -178,11 +187,15 @@ def contiguous_runs(
 
 
 def _run_config(job_def: Any, extra: Mapping[str, Any], *, verbose: bool) -> dict[str, Any]:
+    from falassets.pipeline.deployment import execution_config
+
     config: dict[str, Any] = dict(extra)
     executor = getattr(job_def, "executor_def", None)
-    if getattr(executor, "name", None) == "multi_or_in_process_executor":
-        # In-process: no step subprocess to start, and progress is read from this process.
-        config["execution"] = {"config": {"in_process": {}}}
+    # Dagster's default executor: in process (no step subprocess to start, and progress is read
+    # from this process); another executor (celery) keeps the config the definitions gave it.
+    execution = execution_config(getattr(executor, "name", None))
+    if execution is not None:
+        config["execution"] = execution
     if not verbose:
         # The CLI prints its own progress and summary; the full log stays in the run's event
         # log in DAGSTER_HOME (open it with `falassets dev`).
@@ -222,15 +235,16 @@ def execute(
     verbose: bool = False,
     on_created: Callable[[str], Any] | None = None,
 ) -> Any:
-    """Run one job in this process as a run recorded in DAGSTER_HOME, through
+    """Run one job from this process as a run recorded in DAGSTER_HOME, through
     ``dagster.execute_job``; return its ``JobExecutionResult``. ``on_created(run_id)`` is
-    called once the run exists (before its step has finished)."""
+    called once the run exists (before its step has finished). One at a time per process:
+    see :func:`run_pass`."""
     import dagster as dg
 
     quiet_dagster_warnings()
     instance = dagster_instance()
     recon = reconstructable_job(job_name)
-    token = str(uuid.uuid4())
+    token = tags.get(RUN_TOKEN_TAG) or str(uuid.uuid4())
     finished = threading.Event()
     watcher = _notify_run_created(instance, token, on_created, finished) if on_created else None
     try:
@@ -259,10 +273,34 @@ class RunOutcome:
     auth_error: bool  # fal refused the key or its host is not trusted
 
 
+def recorded_materializations(run_id: str, asset: str) -> set[str]:
+    """Partitions of ``asset`` the run's event log (in DAGSTER_HOME's storage) records as
+    materialised. A step on another host records them there as they happen; if that host dies
+    they never reach the result this process holds, yet Dagster shows them materialised."""
+    import dagster as dg
+
+    instance = dagster_instance()
+    key = dg.AssetKey(asset)
+    found: set[str] = set()
+    cursor: str | None = None
+    while True:
+        connection = instance.get_records_for_run(
+            run_id, cursor=cursor, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1000
+        )
+        for record in connection.records:
+            event = record.event_log_entry.dagster_event
+            if event is not None and event.asset_key == key and event.partition:
+                found.add(event.partition)
+        cursor = connection.cursor
+        if not connection.has_more:
+            return found
+
+
 def run_outcome(result: Any, asset: str) -> RunOutcome:
     """Materialised partitions and per-partition failures of ``asset`` in a finished run,
-    from Dagster's own records: its materialisation events and the structured metadata of
-    the step's ``Failure`` (see ``falassets.pipeline.assets.rendering.failure``), never its text."""
+    from Dagster's own records: its materialisation events (the result's and the event log's)
+    and the structured metadata of the step's ``Failure`` (see
+    ``falassets.pipeline.assets.rendering.failure``), never its text."""
     from falassets.engine.retry import UNTRUSTED_HOST
     from falassets.pipeline.assets.rendering import AUTH_ERROR_METADATA, FAILURES_METADATA
 
@@ -271,6 +309,8 @@ def run_outcome(result: Any, asset: str) -> RunOutcome:
         for event in result.asset_materializations_for_node(asset)
         if event.partition
     }
+    if not result.success:  # a step lost with its host: what it recorded before it died
+        materialized |= recorded_materializations(result.run_id, asset)
     if result.success:
         return RunOutcome(result.run_id, materialized, None, {}, False)
     data = result.failure_data_for_node(asset)
@@ -375,18 +415,32 @@ def run_pass(
     on_run_start: Callable[[str, list[str]], Any] | None = None,
     verbose: bool = False,
 ) -> PassResult:
-    """Run the pass now (in this process, as Dagster runs recorded in DAGSTER_HOME).
+    """Run the pass now, as Dagster runs recorded in DAGSTER_HOME, launched from this process.
 
     First ``prompts`` (and for finals ``review_selections``) for the campaign, then the pass
     asset over ``partition_keys`` (default: every prompt for drafts, every winner for finals),
     one run per contiguous stretch of keys. ``bridgeable`` are keys known to be up to date
     that may join two stretches into one run. Every run carries ``LAUNCH_TAG=launch_id``.
     ``on_run_start(run_id, keys)`` is called as each run starts, so a caller can follow it.
+
+    With ``FALASSETS_PARTITIONS_PER_RUN=K`` each stretch is cut into runs of at most K keys
+    that go at once (``deployment.runs_at_once`` of them), so the executor spreads them over
+    its hosts; the result still names every key's success or failure. Ctrl-C launches no
+    further run; runs already going finish.
     """
+    from falassets.lineage.passes import DEFAULT_CONCURRENCY
+    from falassets.pipeline import deployment
     from falassets.pipeline.jobs import pass_run_config
 
     if pass_name not in PASS_JOB:
         raise LaunchError(f"unknown pass '{pass_name}': use 'draft' or 'final'")
+    try:
+        per_run = settings.partitions_per_run()
+        deployment.check(dagster_instance())
+    except LaunchError:
+        raise
+    except ValueError as error:  # a bad deployment setting: nothing has run yet
+        raise LaunchError(str(error)) from None
     launch_id = launch_id or str(uuid.uuid4())
     if prepare:
         materialize_campaign_asset(campaign, "prompts", launch_id=launch_id, verbose=verbose)
@@ -403,28 +457,135 @@ def run_pass(
         )
     else:
         targets = list(dict.fromkeys(partition_keys))
-    stretches = contiguous_runs(order, targets, bridgeable)
+    runs = deployment.split_runs(contiguous_runs(order, targets, bridgeable), per_run)
+    at_once = deployment.runs_at_once(len(runs), concurrency or DEFAULT_CONCURRENCY, per_run)
     run_config = pass_run_config(
         pass_name, mode=mode, force=force, concurrency=concurrency, budget_usd=budget_usd
     )
-    wanted = set(targets)
+    refused = threading.Event()  # fal refused the key: every further run would be refused too
+    asset = PASS_ASSET[pass_name]
+    runner = _RunProcesses(at_once) if at_once > 1 else None
+
+    def run_one(keys: list[str]) -> RunOutcome | None:
+        if refused.is_set():
+            return None
+        tags = {**pass_run_tags(campaign, pass_name, keys), LAUNCH_TAG: launch_id}
+        created = (lambda run_id: on_run_start(run_id, keys)) if on_run_start else None
+        if runner is None:  # one at a time: in this process, as passes always ran
+            result = execute(
+                PASS_JOB[pass_name],
+                tags=tags,
+                run_config=run_config,
+                verbose=verbose,
+                on_created=created,
+            )
+            outcome = run_outcome(result, asset)
+        else:
+            outcome = runner.run(PASS_JOB[pass_name], tags, run_config, verbose, asset, created)
+        if outcome.auth_error:
+            refused.set()
+        return outcome
+
+    if runner is None:
+        return _pass_result(runs, [run_one(keys) for keys in runs], set(targets))
+    with runner:
+        return _pass_result(runs, runner.map(run_one, runs), set(targets))
+
+
+def _outcome_of_run(
+    job_name: str, tags: dict[str, str], run_config: dict[str, Any], verbose: bool, asset: str
+) -> RunOutcome:
+    """One run and its outcome, in a run process of :class:`_RunProcesses`."""
+    result = execute(job_name, tags=tags, run_config=run_config, verbose=verbose)
+    return run_outcome(result, asset)
+
+
+class _RunProcesses:
+    """Runs of one pass at once, each ``dagster.execute_job`` in a process of its own.
+
+    Why processes: ``execute_job`` is not safe on several threads of one process. Each run
+    calls ``logging.config.dictConfig`` as it starts (Dagster's yaml-defined log handlers),
+    which holds logging's module lock while it takes each handler's lock, and another run's
+    thread holding its event-log handler's lock while its Postgres engine asks logging's
+    module lock deadlocks both (observed: every thread stuck in ``logging._acquireLock``). And
+    in-process steps swap the process's stdout/stderr (compute-log capture ``dup2``s fds 1
+    and 2, and the last to finish restores another run's log file). A spawned process per
+    slot runs its runs one after another; this process keeps one thread per slot, which
+    learns the run id for progress (``on_created``) from the run storage as before.
+    """
+
+    def __init__(self, at_once: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.at_once = at_once
+        self.processes = ProcessPoolExecutor(
+            at_once, mp_context=multiprocessing.get_context("spawn")
+        )
+        self.threads = ThreadPoolExecutor(at_once, thread_name_prefix="falassets-run")
+
+    def run(
+        self,
+        job_name: str,
+        tags: dict[str, str],
+        run_config: dict[str, Any],
+        verbose: bool,
+        asset: str,
+        on_created: Callable[[str], Any] | None,
+    ) -> RunOutcome:
+        token = str(uuid.uuid4())
+        finished = threading.Event()
+        watcher = (
+            _notify_run_created(dagster_instance(), token, on_created, finished)
+            if on_created
+            else None
+        )
+        try:
+            future = self.processes.submit(
+                _outcome_of_run,
+                job_name,
+                {**tags, RUN_TOKEN_TAG: token},
+                run_config,
+                verbose,
+                asset,
+            )
+            return future.result()
+        finally:
+            finished.set()
+            if watcher is not None:
+                watcher.join()
+
+    def map(
+        self, run_one: Callable[[list[str]], RunOutcome | None], runs: list[list[str]]
+    ) -> list[RunOutcome | None]:
+        """``run_one`` over every run's keys, ``at_once`` at a time, in the runs' order."""
+        futures = [self.threads.submit(run_one, keys) for keys in runs]
+        return [future.result() for future in futures]
+
+    def __enter__(self) -> _RunProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Ctrl-C (or an error): launch nothing more; runs already going finish (a Ctrl-C at a
+        # terminal reaches the run processes too, and Dagster stops their runs).
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        self.processes.shutdown(wait=True, cancel_futures=True)
+
+
+def _pass_result(
+    runs: list[list[str]], outcomes: list[RunOutcome | None], wanted: set[str]
+) -> PassResult:
+    """One PassResult from the runs' outcomes (None: a run never launched, its keys failed)."""
     succeeded: list[str] = []
     failed: list[str] = []
     run_ids: list[str] = []
     errors: list[str] = []
     failures: dict[str, tuple[str, str]] = {}
     auth_error = False
-    for index, keys in enumerate(stretches):
-        result = execute(
-            PASS_JOB[pass_name],
-            tags={**pass_run_tags(campaign, pass_name, keys), LAUNCH_TAG: launch_id},
-            run_config=run_config,
-            verbose=verbose,
-            on_created=(
-                (lambda run_id, keys=keys: on_run_start(run_id, keys)) if on_run_start else None
-            ),
-        )
-        outcome = run_outcome(result, PASS_ASSET[pass_name])
+    for keys, outcome in zip(runs, outcomes, strict=True):
+        if outcome is None:
+            failed += [key for key in keys if key in wanted]
+            continue
         run_ids.append(outcome.run_id)
         succeeded += [key for key in keys if key in outcome.materialized and key in wanted]
         failed += [key for key in keys if key not in outcome.materialized and key in wanted]
@@ -432,9 +593,6 @@ def run_pass(
         if outcome.error is not None:
             errors.append(f"run {outcome.run_id}: {outcome.error}")
         auth_error |= outcome.auth_error
-        if auth_error:  # every further run would be refused the same way
-            failed += [key for later in stretches[index + 1 :] for key in later if key in wanted]
-            break
     return PassResult(
         run_id=run_ids[0] if run_ids else "",
         succeeded=succeeded,

@@ -4,6 +4,7 @@ from Dagster's records (not from error text), and the finals' sha256 asset check
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -109,3 +110,44 @@ def test_the_final_file_check_flags_a_final_changed_on_disk(sim, data_dir) -> No
     assert not tampered.passed
     assert tampered.severity == dg.AssetCheckSeverity.WARN
     assert list(tampered.metadata["mismatches"].value) == ["spring-p3"]
+
+
+def _fd_targets() -> tuple[str, str]:
+    return os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2")
+
+
+def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
+    sim, data_dir, home, monkeypatch
+) -> None:
+    """FALASSETS_PARTITIONS_PER_RUN=2: seven prompts become four runs of at most two, going at
+    once; every partition's success or failure (with its type) is exact, progress learns each
+    run, and this process's stdout/stderr still point where they did (concurrent in-process
+    runs would leave them redirected into a run's compute log)."""
+    monkeypatch.setenv("FALASSETS_PARTITIONS_PER_RUN", "2")
+    sim.configure(policy_word="forbidden")
+    prompts = {f"ok_{i}": f"a red bicycle number {i}" for i in range(5)}
+    prompts.update({"bad_1": "a forbidden lighthouse", "bad_2": "a forbidden mug"})
+    write_csv(data_dir / "campaigns" / "spring.csv", prompts)
+    started: dict[str, list[str]] = {}
+    fds = _fd_targets()
+
+    result = launch.run_pass(
+        "spring",
+        "draft",
+        launch_id="launch-k2",
+        on_run_start=lambda run_id, keys: started.setdefault(run_id, list(keys)),
+    )
+
+    assert _fd_targets() == fds
+    bad = {"spring-bad_1", "spring-bad_2"}
+    assert set(result.failed) == bad
+    assert set(result.succeeded) == {f"spring-ok_{i}" for i in range(5)}
+    assert {kind for kind, _ in result.failures.values()} == {"content_policy_violation"}
+    assert len(result.run_ids) == 4 and set(started) == set(result.run_ids)
+    assert sorted(len(keys) for keys in started.values()) == [1, 2, 2, 2]
+    assert sorted(key for keys in started.values() for key in keys) == sorted(
+        f"spring-{p}" for p in prompts
+    )
+    states = partition_statuses("draft_renders", [f"spring-{p}" for p in prompts])
+    assert {key for key, state in states.items() if state == "FAILED"} == bad
+    assert sim.ledger()["totals"]["accepted"] == len(prompts)

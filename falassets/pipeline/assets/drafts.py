@@ -6,6 +6,7 @@ from falassets import campaigns
 from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
 from falassets.lineage.passes import DRAFT
+from falassets.pipeline import deployment
 from falassets.pipeline.assets.lookup import rows_for_keys
 from falassets.pipeline.assets.partitions import prompt_partitions
 from falassets.pipeline.assets.prompts import prompts
@@ -28,7 +29,7 @@ def draft_job(key: str, row: PromptRow, *, endpoint: str, force: bool = False) -
 
 @dg.asset(
     partitions_def=prompt_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=deployment.backfill_policy(),  # one run per range, or runs of K
     output_required=False,
     deps=[dg.AssetDep(prompts, partition_mapping=dg.AllPartitionMapping())],
     group_name="renders",

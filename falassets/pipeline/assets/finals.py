@@ -12,6 +12,7 @@ from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
 from falassets.lineage import decisions, queries
 from falassets.lineage.passes import FINAL
+from falassets.pipeline import deployment
 from falassets.pipeline.assets.drafts import draft_renders
 from falassets.pipeline.assets.lookup import Unrenderable, rows_for_keys
 from falassets.pipeline.assets.partitions import winner_partitions
@@ -116,7 +117,7 @@ def _not_winners(keys: list[str]) -> dict[str, Unrenderable]:
 
 @dg.asset(
     partitions_def=winner_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=deployment.backfill_policy(),  # one run per range, or runs of K
     output_required=False,
     deps=[
         dg.AssetDep(review_selections, partition_mapping=dg.AllPartitionMapping()),

@@ -1,0 +1,163 @@
+"""Choosing the deployment by configuration (issue 13): the environment picks the executor,
+the run size and the instance; bad values stop before anything runs, with the fix; the
+embedded default is untouched when nothing is set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from falassets.cli.dispatch import main
+from falassets.pipeline import deployment, launch
+from falassets_tests.cli.test_cli_support import write_csv
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_ENV = (
+    "FALASSETS_EXECUTOR",
+    "FALASSETS_CELERY_BROKER",
+    "FALASSETS_CELERY_BACKEND",
+    "FALASSETS_CELERY_WORKER_LOST_S",
+    "FALASSETS_PARTITIONS_PER_RUN",
+    "FALASSETS_POSTGRES_URL",
+)
+
+PROBE = """
+import json
+from falassets.pipeline.definitions import defs
+jobs = {name: defs.resolve_job_def(name).executor_def.name for name in ("draft_pass", "final_pass")}
+assets = {key.to_user_string(): node.backfill_policy.max_partitions_per_run
+          for key, node in ((k, defs.resolve_asset_graph().get(k))
+          for k in defs.resolve_asset_graph().get_all_asset_keys())
+          if key.to_user_string() in ("draft_renders", "final_renders")}
+print(json.dumps({"jobs": jobs, "assets": assets}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DEPLOY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _definitions(**env: str) -> dict:
+    """What `dagster dev` would load with this environment (a fresh process: the choices are
+    made when the definitions are imported)."""
+    clean = {k: v for k, v in os.environ.items() if k not in DEPLOY_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**clean, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_environment_chooses_executor_and_run_size_and_the_default_is_unchanged() -> None:
+    default = _definitions()
+    assert default["jobs"] == {"draft_pass": "multi_or_in_process_executor"} | {
+        "final_pass": "multi_or_in_process_executor"
+    }
+    assert default["assets"] == {"draft_renders": None, "final_renders": None}  # single run
+
+    chosen = _definitions(
+        FALASSETS_EXECUTOR="celery",
+        FALASSETS_CELERY_BROKER="redis://127.0.0.1:9/0",
+        FALASSETS_PARTITIONS_PER_RUN="25",
+    )
+    assert chosen["jobs"] == {"draft_pass": "celery", "final_pass": "celery"}
+    assert chosen["assets"] == {"draft_renders": 25, "final_renders": 25}
+
+
+def test_the_celery_executor_config_names_variables_never_urls(monkeypatch) -> None:
+    """The broker URL (maybe with a password) is read when a run starts, never baked into the
+    definitions: resolving the same executor's config after the variable changed gives the
+    new URL; the backend defaults to the broker."""
+    monkeypatch.setenv("FALASSETS_EXECUTOR", "celery")
+    monkeypatch.setenv("FALASSETS_CELERY_BROKER", "redis://:secret@broker:6379/0")
+    executor = deployment.executor_def()
+    assert executor is not None and executor.name == "celery"
+    monkeypatch.setenv("FALASSETS_CELERY_BROKER", "redis://other:6379/1")
+    config = executor.config_schema.resolve_config({}).value["config"]
+    assert config["broker"] == config["backend"] == "redis://other:6379/1"
+    assert config["config_source"]["task_track_started"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fix"),
+    [
+        ("FALASSETS_EXECUTOR", "kubernetes", "set it to in_process or celery"),
+        ("FALASSETS_PARTITIONS_PER_RUN", "0", "set it to 1 or more"),
+        ("FALASSETS_PARTITIONS_PER_RUN", "ten", "set it to 1 or more"),
+    ],
+)
+def test_a_bad_setting_stops_falassets_run_with_the_fix(
+    sim, data_dir, monkeypatch, capsys, name, value, fix
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    monkeypatch.setenv(name, value)
+    campaign = write_csv(data_dir / "spring.csv", {"p1": "a red bicycle", "p2": "a blue mug"})
+
+    assert main(["run", str(campaign), "--plain"]) == 2
+
+    error = capsys.readouterr().err
+    assert f"{name}={value!r}" in error and fix in error
+    assert "Traceback" not in error
+    assert sim.ledger()["totals"]["accepted"] == 0
+
+
+def test_celery_refuses_a_home_whose_runs_live_in_sqlite_on_this_machine(
+    data_dir, monkeypatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    monkeypatch.setenv("FALASSETS_EXECUTOR", "celery")
+    monkeypatch.setenv("FALASSETS_CELERY_BROKER", "redis://127.0.0.1:9/0")
+    with pytest.raises(launch.LaunchError, match=r"SQLite on this machine.*FALASSETS_POSTGRES_URL"):
+        launch.run_pass("spring", "draft")
+
+
+def test_a_new_home_gets_the_postgres_instance_and_a_users_file_is_kept(
+    data_dir, monkeypatch
+) -> None:
+    monkeypatch.setenv("FALASSETS_POSTGRES_URL", "postgresql://dagster@db:5432/dagster")
+    fresh = data_dir / "fresh_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(fresh))
+    launch.prepare_dagster_home()
+    written = (fresh / "dagster.yaml").read_text()
+    assert written == deployment.POSTGRES_DAGSTER_YAML
+    assert "db:5432" not in written  # the URL stays in the environment
+
+    users = data_dir / "users_home"
+    users.mkdir()
+    (users / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(users))
+    launch.prepare_dagster_home()
+    assert (users / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+    monkeypatch.delenv("FALASSETS_POSTGRES_URL")
+    embedded = data_dir / "embedded_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(embedded))
+    launch.prepare_dagster_home()
+    assert "postgres" not in (embedded / "dagster.yaml").read_text()
+
+
+def test_deploy_dagster_yaml_is_the_file_falassets_writes() -> None:
+    assert (REPO / "deploy" / "dagster.yaml").read_text() == deployment.POSTGRES_DAGSTER_YAML
+
+
+def test_runs_of_at_most_k_and_how_many_go_at_once() -> None:
+    stretches = [["a", "b", "c", "d", "e"], ["x", "y"]]
+    assert deployment.split_runs(stretches, None) == stretches
+    assert deployment.split_runs(stretches, 2) == [["a", "b"], ["c", "d"], ["e"], ["x", "y"]]
+    assert deployment.runs_at_once(8, 10, None) == 1  # no run size: one at a time, as always
+    assert deployment.runs_at_once(8, 10, 25) == 2  # cap 10: two runs fill it twice over
+    assert deployment.runs_at_once(40, 40, 25) == 4
+    assert deployment.runs_at_once(3, 40, 5) == 3  # never more than there are runs
+    assert deployment.runs_at_once(500, 1000, 1) == deployment.MAX_RUNS_AT_ONCE
