@@ -410,13 +410,19 @@ class RenderEngine:
                     f"{job.partition_key}: an earlier submit may be at fal ({found.reason}); "
                     "submitting again because of --force"
                 )
-            self.intents.resolved(intent.intent_id)
             request = found.request
-            if request is not None:
+            if request is None:  # fal never got it (or --force pays again): nothing to adopt
+                self.intents.resolved(intent.intent_id)
+            else:
                 attempt += 1
                 sender = intent.run_id or self.run_id  # its bill is the sending run's spend
                 row = new_row(job, run_id=sender, simulated=self.simulated, attempt=attempt)
                 row.update(submitted_at=intent.sent_at, error_message="adopted from fal history")
+                _mark_pending(row, request)
+                # The open intent is all that says this input is at fal until its row is on
+                # disk: closed first, a kill in between let the next run submit it again.
+                await self._write(row)
+                self.intents.resolved(intent.intent_id)
                 self.log.info(f"{job.partition_key}: adopted orphan request {request.request_id}")
                 last = await self._follow(job, row, request)
                 request_ids.append(request.request_id)

@@ -19,18 +19,32 @@ from pathlib import Path
 from typing import Any
 
 from falassets.engine.jobs import RenderJob, canonical_json
-from falassets_tests.engine.engine_support import all_journal_lines, lineage_rows
+from falassets_tests.engine.engine_support import all_journal_lines, lineage_rows, wait_for
 
 #: Set by bench/fault_matrix.py: each scenario appends its figures here as one JSON line.
 FIGURES_ENV = "FALASSETS_FAULT_FIGURES"
 
 CHILD = """
-import asyncio, json, sys
+import asyncio, json, signal, sys, threading
 from falassets.engine.jobs import RenderJob
+from falassets.engine.records import RequestJournal
 from falassets.engine.session import open_engine
 
 spec = json.loads(sys.argv[1])
 jobs = [RenderJob(**job) for job in spec["jobs"]]
+
+stop = spec.get("stop_before_row")
+if stop:  # freeze the whole process just before this row reaches its journal
+    write = RequestJournal.write
+
+    def write_or_stop(self, row):
+        if all(row.get(name) == value for name, value in stop.items()):
+            # to this thread: a process-wide SIGSTOP may stop the others first and let
+            # this one write on for a moment
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        write(self, row)
+
+    RequestJournal.write = write_or_stop
 
 async def main():
     async with open_engine(run_id=spec["run_id"], **spec["config"]) as engine:
@@ -61,11 +75,19 @@ def spawn_batch(
     *,
     run_id: str,
     env: dict[str, str] | None = None,
+    stop_before_row: dict[str, Any] | None = None,
     **config: Any,
 ) -> subprocess.Popen[str]:
     """Render ``jobs`` in a child process with :func:`open_engine` (``config``: EngineConfig
-    fields). Its stdout is one JSON line per outcome."""
-    spec = {"run_id": run_id, "config": config, "jobs": [job_spec(j) for j in jobs]}
+    fields). Its stdout is one JSON line per outcome. ``stop_before_row``: the child SIGSTOPs
+    itself just before it journals a row holding these values (see :func:`wait_stopped`), a
+    kill point between two of the engine's steps that no line count can hit reliably."""
+    spec = {
+        "run_id": run_id,
+        "config": config,
+        "jobs": [job_spec(j) for j in jobs],
+        "stop_before_row": stop_before_row,
+    }
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(spec)],
         env={**os.environ, **(env or {})},
@@ -73,6 +95,23 @@ def spawn_batch(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_stopped(child: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Until every thread of ``child`` has stopped (``stop_before_row``); fails if it ends."""
+    tasks = Path(f"/proc/{child.pid}/task")
+
+    def stopped() -> bool:
+        if child.poll() is not None:
+            raise AssertionError(f"the batch ended before its stop point: {child.returncode}")
+        # each thread's state follows its parenthesised name: "tid (comm) T ..."
+        try:
+            states = {s.read_text().rpartition(")")[2].split()[0] for s in tasks.glob("*/stat")}
+        except FileNotFoundError:  # a thread ended as we looked: look again
+            return False
+        return states == {"T"}
+
+    wait_for(stopped, timeout=timeout, what="the batch stopped at its stop point")
 
 
 def outcomes_of(stdout: str) -> dict[str, dict[str, Any]]:
