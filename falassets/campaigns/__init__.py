@@ -40,12 +40,18 @@ from falassets.campaigns.limits import (
     MAX_NAME_CHARS,
     MAX_PROMPT_CHARS,
     MAX_ROWS,
+    MAX_VARIANTS,
     NAME_RE,
     TABLE_VERSION,
 )
 from falassets.campaigns.load import load_campaign
 from falassets.campaigns.model import Campaign, PromptRow
 from falassets.campaigns.table import TABLE_SCHEMA, read_table, size_text, table_path, write_table
+from falassets.campaigns.variants import (
+    default_variants,
+    record_default_variants,
+    variants_problem,
+)
 
 __all__ = [
     "CAMPAIGN_SUFFIXES",
@@ -59,6 +65,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "MAX_PROMPT_CHARS",
     "MAX_ROWS",
+    "MAX_VARIANTS",
     "NAME_RE",
     "TABLE_SCHEMA",
     "TABLE_VERSION",
@@ -68,16 +75,19 @@ __all__ = [
     "PromptRow",
     "campaign_name",
     "changed_prompts",
+    "default_variants",
     "input_fingerprint",
     "is_partition_key",
     "load_campaign",
     "partition_key",
     "read_table",
+    "record_default_variants",
     "removed_prompts",
     "render_input",
     "size_text",
     "split_partition_key",
     "suggest_name",
     "table_path",
+    "variants_problem",
     "write_table",
 ]

@@ -13,6 +13,7 @@ MAX_NAME_CHARS = MAX_KEY_CHARS - 1 - MAX_ID_CHARS  # so every key of a valid cam
 MAX_ROWS = 100_000  # Dagster's documented practical ceiling of partitions per asset
 MAX_LINE_BYTES = 4 * 1024 * 1024  # far above any valid row; stops a runaway line early
 MAX_LISTED_PROBLEMS = 20
+MAX_VARIANTS = model.MAX_IMAGES  # drafts per prompt: one request, fal's num_images (1-4)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # by lowercased suffix
 CAMPAIGN_SUFFIXES = tuple(FORMATS)
 TABLE_VERSION = "1"
@@ -22,7 +23,7 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SIZE_RE = re.compile(r"([0-9]{1,6}) *[x×] *([0-9]{1,6})")
 _BOM = b"\xef\xbb\xbf"
-_KNOWN = ("id", "prompt", "image_size", "output_format")
+_KNOWN = ("id", "prompt", "image_size", "output_format", "variants")
 _REQUIRED = ("id", "prompt")
 _ALIASES = {  # common names people give the required columns, for the "rename it" fix
     "id": ("prompt_id", "key", "name", "slug", "ids", "identifier"),

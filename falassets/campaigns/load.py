@@ -19,7 +19,9 @@ from falassets.campaigns.validation import (
     _parse_prompt,
     _parse_size,
     _parse_tag,
+    _parse_variants,
 )
+from falassets.campaigns.variants import default_variants
 
 # --------------------------------------------------------------------------------------------
 # Loading
@@ -60,8 +62,11 @@ def _link_outside_data(path: Path) -> Path | None:
     return None if target.is_relative_to(inside) else target
 
 
-def load_campaign(path: Path) -> Campaign:
+def load_campaign(path: Path, *, variants: int | None = None) -> Campaign:
     """Read and validate a CSV, JSONL or Parquet campaign; raise CampaignError on bad input.
+
+    ``variants``: drafts per prompt for rows whose ``variants`` cell is empty; None means the
+    campaign's recorded default (:mod:`falassets.campaigns.variants`), else 1.
 
     Every problem in the file is collected and reported in one error; nothing is written. The
     campaign is named after ``path`` as given, a link's own name when it is one. A link to a
@@ -87,8 +92,10 @@ def load_campaign(path: Path) -> Campaign:
         else ""
     )
     quoting = _QUOTING.set(target is None)
+    if variants is None:
+        variants = default_variants(name) if name else 1
     try:
-        rows = _read_rows(path, problems)
+        rows = _read_rows(path, problems, variants)
     finally:
         _QUOTING.reset(quoting)
     if problems:
@@ -96,9 +103,9 @@ def load_campaign(path: Path) -> Campaign:
     return Campaign(name=name, source=path, rows=rows)
 
 
-def _read_rows(path: Path, problems: list[Problem]) -> tuple[PromptRow, ...]:
+def _read_rows(path: Path, problems: list[Problem], variants: int) -> tuple[PromptRow, ...]:
     """The file's valid rows; every problem found is added to ``problems``."""
-    validator = _RowValidator()
+    validator = _RowValidator(variants)
     reader = _READERS[FORMATS[path.suffix.lower()]]
     try:
         for record in reader(path, problems):
@@ -136,7 +143,8 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
 class _RowValidator:
     """Checks records one by one, remembering ids to catch duplicates across the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, variants: int = 1) -> None:
+        self.variants = variants  # for rows that leave the cell empty
         self.rows: list[PromptRow] = []
         self.count = 0
         self.problems: list[Problem] = []
@@ -152,6 +160,7 @@ class _RowValidator:
             ("prompt", _parse_prompt),
             ("image_size", _parse_size),
             ("output_format", _parse_format),
+            ("variants", _parse_variants),
         ):
             if column in _REQUIRED and column not in values:
                 continue  # already reported as a missing field
@@ -198,6 +207,7 @@ class _RowValidator:
                 output_format=fields["output_format"],
                 tags=clean_tags,
                 row_number=row,
+                variants=fields["variants"] or self.variants,
             )
         )
 

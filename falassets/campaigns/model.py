@@ -21,6 +21,7 @@ class PromptRow:
     output_format: str  # png | jpeg | webp
     tags: dict[str, str] = field(default_factory=dict)
     row_number: int = 0
+    variants: int = 1  # drafts per prompt (fal's num_images in the draft pass), 1-4
 
 
 @dataclass(frozen=True)

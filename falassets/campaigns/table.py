@@ -31,8 +31,12 @@ TABLE_SCHEMA = pa.schema(
         ("tags", pa.string()),  # canonical JSON object of strings
         ("row_number", pa.int64()),
         ("input_fingerprint", pa.string()),
+        # Drafts per prompt. Written only when a prompt asks for more than one, so a
+        # one-variant table is the table it always was; absent means 1.
+        ("variants", pa.int64()),
     ]
 )
+_OPTIONAL = {"variants": 1}  # columns written only when needed, with what absence means
 
 
 def size_text(image_size: str | dict[str, int]) -> str:
@@ -65,12 +69,17 @@ def write_table(campaign: Campaign, directory: Path) -> Path:
         columns["tags"].append(canonical_json(row.tags))
         columns["row_number"].append(row.row_number)
         columns["input_fingerprint"].append(input_fingerprint(row))
+        columns["variants"].append(row.variants)
     metadata = {
         "falassets.campaign": campaign.name,
         "falassets.source": str(campaign.source),
         "falassets.table_version": TABLE_VERSION,
     }
-    table = pa.table(columns, schema=TABLE_SCHEMA.with_metadata(metadata))
+    schema = TABLE_SCHEMA
+    if all(row.variants == _OPTIONAL["variants"] for row in campaign.rows):
+        del columns["variants"]
+        schema = schema.remove(schema.get_field_index("variants"))
+    table = pa.table(columns, schema=schema.with_metadata(metadata))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{campaign.name}.", suffix=".parquet.tmp", dir=target.parent
@@ -121,12 +130,20 @@ def read_table(campaign: str, directory: Path) -> Campaign:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise CampaignError(path, f"the table cannot be read ({str(exc)[:100]})", rebuild) from exc
-    missing = [name for name in TABLE_SCHEMA.names if name not in table.column_names]
+    missing = [
+        name
+        for name in TABLE_SCHEMA.names
+        if name not in table.column_names and name not in _OPTIONAL
+    ]
     if missing:
         raise CampaignError(path, f"the table lacks the columns {', '.join(missing)}", rebuild)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    present = [name for name in TABLE_SCHEMA.names if name in table.column_names]
     rows = []
-    for record in table.select(TABLE_SCHEMA.names).to_pylist():
+    for record in table.select(present).to_pylist():
+        for name, absent in _OPTIONAL.items():
+            if record.get(name) is None:
+                record[name] = absent
         row = PromptRow(
             prompt_id=record["prompt_id"],
             prompt=record["prompt"],
@@ -134,6 +151,7 @@ def read_table(campaign: str, directory: Path) -> Campaign:
             output_format=record["output_format"],
             tags=json.loads(record["tags"]),
             row_number=record["row_number"],
+            variants=int(record["variants"]),
         )
         if input_fingerprint(row) != record["input_fingerprint"] or record[
             "partition_key"

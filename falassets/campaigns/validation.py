@@ -15,6 +15,7 @@ from falassets.campaigns.limits import (
     ID_RE,
     MAX_ID_CHARS,
     MAX_PROMPT_CHARS,
+    MAX_VARIANTS,
 )
 from falassets.campaigns.text import _check_text
 from falassets.engine import model
@@ -165,6 +166,35 @@ def _parse_format(value: Any) -> str:
         f"unknown output format {_show(value)}",
         f"{hint}use one of: {', '.join(model.OUTPUT_FORMATS)}",
     )
+
+
+_VARIANTS_FIX = (
+    f"write a whole number from 1 to {MAX_VARIANTS} (drafts per prompt, one request with "
+    "fal's num_images), or leave the cell empty for the campaign's default"
+)
+
+
+def _parse_variants(value: Any) -> int | None:
+    """Drafts per prompt, or None for an empty cell (the campaign's default applies)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    number: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        number = int(text) if text.isascii() and text.isdigit() else text
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise _Bad(f"variants {_show(value)} is not a whole number", _VARIANTS_FIX)
+    if not 1 <= number <= MAX_VARIANTS:
+        raise _Bad(
+            f"variants {number} is outside 1-{MAX_VARIANTS} (fal renders at most "
+            f"{MAX_VARIANTS} images per request)",
+            _VARIANTS_FIX,
+        )
+    return number
 
 
 def _parse_tag(value: Any) -> str | None:

@@ -13,10 +13,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from falassets.campaigns import Campaign, partition_key, render_input
+from falassets.campaigns import Campaign, partition_key
 from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE, job_key
 from falassets.engine.pricing import Cost, estimate, price_usd
-from falassets.lineage.passes import DEFAULT_CONCURRENCY, FINAL, get_pass
+from falassets.lineage.passes import (
+    DEFAULT_CONCURRENCY,
+    FINAL,
+    Freshness,
+    RequestRow,
+    chosen_reference,
+    freshness,
+    get_pass,
+)
+from falassets.lineage.variants import variant_image
 from falassets.storage.renders import render_exists
 
 #: Mean seconds per render by quality: what the emulator is shaped after (issue 2) and the
@@ -76,12 +85,13 @@ def plan_pass(
     from falassets.lineage import decisions, queries
 
     rows = {row.prompt_id: row for row in campaign.rows}
-    quality = get_pass(pass_name).quality
+    the_pass = get_pass(pass_name)
+    picked: dict[str, int] = {}  # winner -> its chosen draft variant
     if pass_name == "draft":
         chosen = list(campaign.rows)
         unknown: list[str] = []
     else:
-        picked = decisions.winners(campaign.name)
+        picked = decisions.picks(campaign.name)
         chosen = [rows[prompt_id] for prompt_id in picked if prompt_id in rows]
         unknown = [prompt_id for prompt_id in picked if prompt_id not in rows]
     plan = PassPlan(
@@ -97,24 +107,24 @@ def plan_pass(
         drafts = queries.latest_requests(campaign.name, "draft")
         finals = {} if force else queries.latest_requests(campaign.name, "final")
     for row, key in zip(chosen, plan.keys, strict=True):
-        payload = render_input(row, quality)
+        payload = the_pass.render_input(row)
         refine = pass_name == "final" and mode == "refine"
-        price = render_cost(payload, drafts.get((key, "draft")) if refine else None, refine)
+        variant = picked.get(row.prompt_id, 1)
+        draft = drafts.get((key, "draft"))
+        price = render_cost(payload, draft if refine else None, refine, variant=variant)
         if force:
             _add(plan, price)
             continue
         if pass_name == "draft" or mode == "rerun":
             reusable = _image_intact(completed.get(job_key(TEXT_TO_IMAGE, payload)))
-        else:  # refine: the same draft (by content) already refined at high
-            draft = drafts.get((key, "draft"))
+        else:  # refine: the chosen variant (by content) already refined at high
             final = finals.get((key, "final"))
-            reusable = bool(
-                draft
+            reference = chosen_reference(draft, variant)
+            fresh = freshness(payload, RequestRow.of(final), reference=reference, refine=True)
+            reusable = (
+                draft is not None
                 and draft.get("status") == "completed"
-                and final
-                and final.get("status") == "completed"
-                and final.get("endpoint") == EDIT
-                and final.get("variant") == f"refine:{draft.get('sha256')}"
+                and fresh is Freshness.CURRENT
                 and _image_intact(final)
             )
         if reusable:
@@ -128,15 +138,18 @@ def plan_pass(
     return plan
 
 
-def render_cost(payload: dict[str, Any], draft: dict[str, Any] | None, refine: bool) -> Cost:
-    """What one render of ``payload`` costs: text to image, or a refine of ``draft`` (its
-    lineage row; None when not drafted yet) sent to the edit endpoint as its input image."""
+def render_cost(
+    payload: dict[str, Any], draft: dict[str, Any] | None, refine: bool, *, variant: int = 1
+) -> Cost:
+    """What one render of ``payload`` costs: text to image, or a refine of image ``variant``
+    of ``draft`` (its lineage row; None when not drafted yet) sent to the edit endpoint as
+    its input image."""
     if not refine:
         return estimate(payload, endpoint=TEXT_TO_IMAGE)
-    draft = draft or {}
-    size = (draft.get("width"), draft.get("height"))
+    image = variant_image(draft, variant) or {}
+    size = (image.get("width"), image.get("height"))
     sizes = [size] if all(isinstance(v, int) and v > 0 for v in size) else []
-    edit = {**payload, "image_urls": [draft.get("output_url") or "the chosen draft"]}
+    edit = {**payload, "image_urls": [image.get("output_url") or "the chosen draft"]}
     return estimate(edit, endpoint=EDIT, input_sizes=sizes)
 
 
@@ -147,7 +160,5 @@ def _add(plan: PassPlan, cost: Cost) -> None:
 
 def all_high_cost(campaign: Campaign) -> float:
     """What rendering every prompt at high quality would cost (the counterfactual)."""
-    prices = (
-        price_usd(render_input(row, FINAL.quality), endpoint=TEXT_TO_IMAGE) for row in campaign.rows
-    )
+    prices = (price_usd(FINAL.render_input(row), endpoint=TEXT_TO_IMAGE) for row in campaign.rows)
     return round(sum(prices), 6)

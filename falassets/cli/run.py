@@ -55,12 +55,14 @@ def resolve_campaign_file(argument: str) -> Path:
     )
 
 
-def load(path: Path):  # -> Campaign
-    """Load and validate; every problem becomes one clear line (file, row, fix)."""
+def load(path: Path, *, variants: int | None = None):  # -> Campaign
+    """Load and validate; every problem becomes one clear line (file, row, fix).
+    ``variants``: ``--variants N`` (rows with an empty ``variants`` cell); None: the
+    campaign's recorded default."""
     from falassets.campaigns import CampaignError, load_campaign
 
     try:
-        return load_campaign(path)
+        return load_campaign(path, variants=variants)
     except CampaignError as error:
         raise UserError(str(error)) from None
     except PermissionError:
@@ -177,6 +179,10 @@ def _print_estimate(plan, args: argparse.Namespace, campaign) -> None:
     print(f"Dry run: {label} of campaign '{plan.campaign}' ({len(campaign.rows)} prompts)")
     print(f"  partitions in the pass : {len(plan.keys)}")
     print(f"  would render           : {len(plan.to_render)} at quality={quality}")
+    counts = sorted({row.variants for row in campaign.rows})
+    if plan.pass_name == "draft" and counts != [1]:
+        shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        print(f"  variants per prompt    : {shown} (one request each, priced as that many images)")
     print(f"  reused from lineage    : {len(plan.reusable)} (same input already rendered: $0)")
     print(f"  estimated cost         : ${plan.cost_usd:,.2f} (fal's price table)")
     print(
@@ -210,6 +216,23 @@ def _failure_lines(result, campaign: str, pass_name: str) -> list[str]:
     return lines
 
 
+def _check_variants(args: argparse.Namespace) -> None:
+    """``--variants N``: drafts per prompt, so the draft pass only, and 1 to fal's maximum."""
+    if args.variants is None:
+        return
+    if args.pass_name != "draft":
+        raise UserError(
+            "--variants applies to the draft pass (how many drafts each prompt gets). Fix: "
+            "drop --variants; a final renders the chosen variant (falassets pick CAMPAIGN "
+            "ID:VARIANT)"
+        )
+    from falassets.campaigns import variants_problem
+
+    problem = variants_problem(args.variants)
+    if problem:
+        raise UserError(f"--variants {args.variants}: {problem}. Fix: --variants 3")
+
+
 def command_run(args: argparse.Namespace) -> int:
     """The `run` command."""
     return _run(args)
@@ -227,9 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--concurrency must be at least 1")
     if args.budget_usd is not None and args.budget_usd <= 0:
         raise UserError("--budget-usd must be more than 0")
+    _check_variants(args)
     mode = args.mode or "rerun"
     source = resolve_campaign_file(args.campaign_file)
-    campaign = load(source)
+    campaign = load(source, variants=args.variants)
     only = read_only_ids(args.only)
     if only is not None:
         known = {row.prompt_id for row in campaign.rows}
@@ -244,6 +268,10 @@ def _run(args: argparse.Namespace) -> int:
         _print_estimate(plan, args, campaign)
         return 0
     stage(source, campaign.name, replace=args.replace)
+    if args.variants is not None:  # every later load of the file (the pipeline's) asks for N
+        from falassets.campaigns import record_default_variants
+
+        record_default_variants(campaign.name, args.variants)
 
     if only is not None:
         wanted = {partition_key(campaign.name, prompt_id) for prompt_id in only}
@@ -353,7 +381,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  falassets run spring.csv --dry-run          cost and time of the draft pass\n"
             "  falassets run spring.csv                    draft pass (quality=low)\n"
-            "  falassets pick spring hero_1 hero_7\n"
+            "  falassets run spring.csv --variants 3       three drafts per prompt\n"
+            "  falassets pick spring hero_1 hero_7:2       hero_7's second variant\n"
             "  falassets run spring --pass final --mode refine\n\n"
             "Dagster's own log is kept in the run's event log (open it with `falassets dev`); "
             "--verbose also prints it here."
@@ -364,7 +393,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "campaign_file",
         metavar="CAMPAIGN_FILE",
         help="CSV, JSONL or Parquet file (columns id, prompt, optional image_size, "
-        "output_format, tags), or the name of a campaign already in the campaigns folder",
+        "output_format, variants, tags), or the name of a campaign already in the campaigns "
+        "folder",
     )
     parser.add_argument(
         "--pass",
@@ -378,6 +408,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("rerun", "refine"),
         help="final pass only: rerun the prompt at high (default), or refine the chosen draft "
         "through the edit endpoint so its composition is kept",
+    )
+    parser.add_argument(
+        "--variants",
+        type=int,
+        metavar="N",
+        help="draft pass: N drafts per prompt (1-4, one request with fal's num_images, priced "
+        "as N images) for rows whose 'variants' cell is empty; remembered for the campaign "
+        "(--variants 1 goes back to one draft)",
     )
     parser.add_argument(
         "--concurrency",

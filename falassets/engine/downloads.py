@@ -71,6 +71,11 @@ class StoredImage:
             "height": self.height,
         }
 
+    def image_entry(self, variant: int, output_url: str | None) -> dict[str, object]:
+        """This output as entry ``variant`` of its request's ``images`` list (the columns of
+        ``lineage.schema.IMAGE_COLUMNS``; read back by ``lineage.variants``)."""
+        return {"variant": variant, **self.row_fields(), "output_url": output_url}
+
 
 def allowed_host(url: str, endpoint_host: str) -> bool:
     """Only fal's CDN or the host that served the request (the emulator, a proxy) over https."""

@@ -112,6 +112,9 @@ class RenderOutcome:
     attempts: int = 0
     reused: bool = False
     request_ids: tuple[str, ...] = field(default=())  # every request id this job produced
+    # Every output image, variant 1 first (lineage.variants.request_images entries); the
+    # image fields above are variant 1's. A draft of N variants completes with N images.
+    images: tuple[dict[str, Any], ...] = field(default=())
 
     @property
     def ok(self) -> bool:

@@ -39,11 +39,11 @@ from fal_client import FalClientHTTPError
 
 from falassets.engine import downloads
 from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE, RenderJob, canonical_json, job_key
-from falassets.engine.model import resolve_size
 from falassets.engine.pricing import price_usd
 from falassets.engine.queue_client import raise_for_status
 from falassets.engine.records import new_row
 from falassets.lineage.journal import latest_by, read_journal, utc_now
+from falassets.lineage.variants import images_asked
 
 if TYPE_CHECKING:
     from falassets.engine.render_engine import RenderEngine
@@ -182,24 +182,6 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _first_image_url(output: Any) -> str | None:
-    images = output.get("images") if isinstance(output, dict) else None
-    if isinstance(images, list) and images and isinstance(images[0], dict):
-        url = images[0].get("url")
-        return url if isinstance(url, str) and url else None
-    return None
-
-
-def _expected_size(job: RenderJob) -> tuple[int, int] | None:
-    size = job.input.get("image_size")
-    if size in (None, "auto"):
-        return None
-    try:
-        return resolve_size(size)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 async def reconcile(
     engine: RenderEngine, *, since: datetime, campaign: str | None = None
 ) -> ReconcileReport:
@@ -301,37 +283,32 @@ async def _deliver(
     request: Any,
     note: str,
 ) -> None:
-    """Download a completed orphan's output (the payload in history, else its result)."""
+    """Download a completed orphan's outputs (the payload in history, else its result): every
+    variant it asked for, through the engine's verified downloads."""
+    from falassets.engine.render_engine import image_urls, stored_fields
+
     price = price_usd(job.input, endpoint=job.endpoint)
     row.update(completed_at=item.get("ended_at") or utc_now(), cost_usd=price)
-    url = _first_image_url(_json(item.get("json_output")))
-    if url is None:
+    asked = images_asked(job.input)
+    urls = image_urls(_json(item.get("json_output")))[:asked]
+    if not urls:
         try:
-            url = _first_image_url((await engine.queue.result(request)).body)
+            urls = image_urls((await engine.queue.result(request)).body)[:asked]
         except (FalClientHTTPError, httpx.HTTPError) as error:
             row.update(status="failed", error_message=f"{note}; result unavailable: {error}"[:500])
             return
-    if url is None:
+    if not urls:
         row.update(status="failed", error_message=f"{note}; fal's output holds no image")
         return
-    dest = engine.renders.folder(f"{job.campaign}/{job.pass_name}")
     try:
-        stored = await downloads.download_image(
-            engine.download_http,
-            url,
-            dest,
-            job.prompt_id,
-            endpoint_host=engine.queue.queue_host,
-            expected_size=_expected_size(job),
-        )
+        stored = await engine.download_all(job, urls)  # every variant, each verified
     except downloads.DownloadError as error:
         row.update(status="failed", error_message=engine._redact(f"{note}; {error}"))
         return
     row.update(
         status="completed",
         http_status=200,
-        output_url=url if len(url) < 2048 else None,
-        **stored.row_fields(),
+        **stored_fields(stored, urls),
         error_message=f"{note}; its output is reused, not rendered again",
     )
 

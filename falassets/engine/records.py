@@ -33,6 +33,7 @@ _KEPT = (
     "sha256",
     "width",
     "height",
+    "images",
     "output_url",
     "cost_usd",
     "status_url",

@@ -45,6 +45,7 @@ from falassets.engine.retry import (
 )
 from falassets.lineage.journal import age_s, utc_now
 from falassets.lineage.passes import DEFAULT_CONCURRENCY
+from falassets.lineage.variants import images_asked, request_images
 from falassets.storage.renders import RenderStore, local_path, uri_of
 
 
@@ -341,31 +342,35 @@ class RenderEngine:
         return await self._render(job)
 
     async def _reuse(self, job: RenderJob) -> RenderOutcome | None:
-        """The earlier completed render of this exact job, if its image is still intact."""
+        """The earlier completed render of this exact job, if every image of it (each
+        variant) is still intact."""
         prior = self._prior.completed.get(job.key)
         if prior is None:
             return None
-        location = prior["image_path"]
-        try:
-            sha: str | None = await asyncio.to_thread(self.renders.sha256, location)
-        except OSError:
-            sha = None
-        if sha is None or sha != prior.get("sha256"):
-            self.log.warning(
-                f"{job.partition_key}: earlier render {location} is missing or changed; "
-                "rendering again"
-            )
-            return None
+        images = request_images(prior)  # completed rows have an image: at least variant 1
+        for image in images:
+            location = image["image_path"]
+            try:
+                sha: str | None = await asyncio.to_thread(self.renders.sha256, location)
+            except OSError:
+                sha = None
+            if sha is None or sha != image["sha256"]:
+                self.log.warning(
+                    f"{job.partition_key}: earlier render {location} is missing or changed; "
+                    "rendering again"
+                )
+                return None
         return RenderOutcome(
             job,
             "completed",
             request_id=prior.get("request_id"),
             **_image_fields(prior),
-            sha256=sha,
+            sha256=prior.get("sha256"),
             width=prior.get("width"),
             height=prior.get("height"),
             cost_usd=0.0,
             reused=True,
+            images=tuple(images),
         )
 
     # -- one job ---------------------------------------------------------------------------------
@@ -795,13 +800,18 @@ class RenderEngine:
             return await self._fail(row, failure, cost=billed)
         row["latency_s"] = round(time.monotonic() - started, 4)
         cost = _bill(row, {k.lower(): v for k, v in result.headers.items()}, job, default=price)
-        image = _first_image(result.body)
-        if image is None:
+        urls = image_urls(result.body)[: images_asked(job.input)]
+        if not urls:
             failure = Failure(Action.REFUSED, "no_media_generated", "the result holds no image")
             return await self._fail(row, failure, cost=cost)
-        row.update(output_url=image["url"] if len(image["url"]) < 2048 else None, cost_usd=cost)
+        if len(urls) < images_asked(job.input):
+            self.log.warning(
+                f"{job.partition_key}: request {request.request_id} asked for "
+                f"{images_asked(job.input)} images and fal returned {len(urls)}; keeping those"
+            )
+        row.update(output_url=_kept_url(urls[0]), cost_usd=cost)
         try:
-            stored = await self._download(job, image["url"])
+            stored = await self.download_all(job, urls)
         except downloads.DownloadError as error:
             failure = Failure(Action.REFUSED, error.kind, self._redact(str(error)))
             if error.transient:
@@ -810,7 +820,7 @@ class RenderEngine:
         row.update(
             status="completed",
             completed_at=utc_now(),
-            **stored.row_fields(),
+            **stored_fields(stored, urls),
             http_status=200,
             error_type=None,
             error_message=None,
@@ -818,6 +828,22 @@ class RenderEngine:
         self._count_spend(row)
         await self._write(row)
         return _Attempt(row, "completed")
+
+    async def download_all(self, job: RenderJob, urls: list[str]) -> list[downloads.StoredImage]:
+        """Every output of a request (one per variant), fetched at once and each verified;
+        the request is collected only when all of them are stored. Raises the first
+        lasting DownloadError, else the first transient one (collect again later)."""
+        if len(urls) == 1:
+            return [await self._download(job, urls[0])]
+        results = await asyncio.gather(
+            *(self._download(job, url) for url in urls), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return [r for r in results if isinstance(r, downloads.StoredImage)]
+        unexpected = [e for e in errors if not isinstance(e, downloads.DownloadError)]
+        lasting = [e for e in errors if isinstance(e, downloads.DownloadError) and not e.transient]
+        raise (unexpected or lasting or errors)[0]
 
     async def _download(self, job: RenderJob, url: str) -> downloads.StoredImage:
         expected = _expected_size(job)
@@ -883,6 +909,7 @@ class RenderEngine:
             latency_s=row.get("latency_s"),
             attempts=max(1, submits),
             request_ids=tuple(request_ids),
+            images=tuple(request_images(row)) if last.outcome == "completed" else (),
         )
 
     def _classify(self, error: BaseException) -> Failure:
@@ -940,13 +967,36 @@ def _image_fields(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _first_image(body: Any) -> dict[str, Any] | None:
+def stored_fields(stored: list[downloads.StoredImage], urls: list[str]) -> dict[str, Any]:
+    """The lineage columns of a request's stored outputs: variant 1's in the row's own image
+    columns (and ``output_url``), every variant in ``images`` (lineage/variants.py)."""
+    kept = [_kept_url(url) for url in urls]
+    return {
+        **stored[0].row_fields(),
+        "output_url": kept[0],
+        "images": [
+            image.image_entry(variant, url)
+            for variant, (image, url) in enumerate(zip(stored, kept, strict=True), start=1)
+        ],
+    }
+
+
+def _kept_url(url: str) -> str | None:
+    """An output URL as lineage keeps it: fal's data URIs (sync mode) are not kept."""
+    return url if len(url) < 2048 else None
+
+
+def image_urls(body: Any) -> list[str]:
+    """The output URLs of a result, in fal's order (variant 1 first), up to the first entry
+    that is not an image with a URL."""
     images = body.get("images") if isinstance(body, dict) else None
-    if isinstance(images, list) and images and isinstance(images[0], dict):
-        url = images[0].get("url")
-        if isinstance(url, str) and url:
-            return images[0]
-    return None
+    urls: list[str] = []
+    for image in images if isinstance(images, list) else []:
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url:
+            break
+        urls.append(url)
+    return urls
 
 
 def _expected_size(job: RenderJob) -> tuple[int, int] | None:

@@ -20,6 +20,12 @@ Views (all timestamps are ``TIMESTAMPTZ``):
     Every snapshot ever journalled, plus ``journal_file`` (which process wrote it) and
     ``journal_seq`` (read order: within a file, line order): forensics. Of two snapshots
     with the same ``recorded_at`` the later line wins, as in the Python readers.
+``request_images``
+    One row per output image of a request: ``request_id, partition_key, campaign,
+    prompt_id, pass, status, variant`` and the image's columns
+    (:data:`falassets.lineage.schema.IMAGE_COLUMNS`). A draft of N variants (fal's
+    ``num_images``) has N rows, ``variant`` 1..N, each with its own sha256 and thumbnail;
+    requests recorded before variants existed show their one image as variant 1.
 ``latest_renders``
     The latest request (by ``submitted_at``) per ``partition_key`` and ``pass``: what each
     prompt's draft or final currently is, whatever its status.
@@ -39,7 +45,8 @@ Views (all timestamps are ``TIMESTAMPTZ``):
     Every decision ever journalled, plus ``journal_file`` and ``journal_seq``.
 ``winners``
     Prompts whose latest decision is ``pick``: ``campaign, prompt_id, partition_key,
-    decided_at, source``, in decision order.
+    decided_at, source, variant`` (the chosen draft variant, 1 when the pick named none), in
+    decision order.
 ``catalog_info``
     ``catalog_version, definition_sha, journal_dir, created_at, created_with``.
 
@@ -64,7 +71,7 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from falassets import settings
-from falassets.lineage.schema import DECISION_COLUMNS, REQUEST_COLUMNS
+from falassets.lineage.schema import DECISION_COLUMNS, IMAGE_COLUMNS, REQUEST_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +236,7 @@ WHERE request_id IS NOT NULL
 QUALIFY row_number() OVER (
     PARTITION BY request_id
     ORDER BY recorded_at DESC NULLS LAST, journal_file DESC, journal_seq DESC) = 1""",
+        _request_images_view(),
         """CREATE VIEW latest_renders AS
 SELECT * FROM requests
 WHERE partition_key IS NOT NULL
@@ -275,12 +283,34 @@ QUALIFY row_number() OVER (
     PARTITION BY campaign, prompt_id
     ORDER BY recorded_at DESC NULLS LAST, journal_file DESC, journal_seq DESC) = 1""",
         """CREATE VIEW winners AS
-SELECT campaign, prompt_id, partition_key, decided_at, source
+SELECT campaign, prompt_id, partition_key, decided_at, source, coalesce(variant, 1) AS variant
 FROM decisions
 WHERE decision = 'pick'
 ORDER BY campaign, decided_at, recorded_at, prompt_id""",
     ]
     return views
+
+
+def _request_images_view() -> str:
+    """A row per image of each request: its ``images`` list, or (rows written before
+    variants existed) its own image columns as variant 1, the rule of lineage/variants.py."""
+    shape = "[{" + ", ".join(f'"{name}": "{kind}"' for name, kind in IMAGE_COLUMNS.items()) + "}]"
+    own = ", ".join(
+        f"{_ident(name)} := " + ("1" if name == "variant" else f"r.{_ident(name)}")
+        for name in IMAGE_COLUMNS
+    )
+    picked = ", ".join(f"i.{_ident(name)} AS {_ident(name)}" for name in IMAGE_COLUMNS)
+    return f"""CREATE VIEW request_images AS
+SELECT request_id, partition_key, campaign, prompt_id, "pass", status, {picked}
+FROM (
+    SELECT r.request_id, r.partition_key, r.campaign, r.prompt_id, r."pass", r.status,
+           unnest(CASE WHEN len(coalesce(from_json(r.images, {_literal(shape)}), [])) > 0
+                       THEN from_json(r.images, {_literal(shape)})
+                       WHEN r.image_path IS NOT NULL THEN [struct_pack({own})]
+                  END) AS i
+    FROM requests r
+)
+ORDER BY request_id, variant"""
 
 
 def _read_journal(directory: str, kind: str, columns: dict[str, str]) -> str:

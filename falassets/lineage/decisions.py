@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -49,14 +49,19 @@ def record_decisions(
     *,
     source: str = "cli",
     known_prompt_ids: Iterable[str] | None = None,
+    variants: Mapping[str, int] | None = None,
+    known_variants: Mapping[str, int] | None = None,
 ) -> None:
     """Durably record one decision for each prompt (on disk when this returns).
 
     Everything is validated before anything is written, so a bad id records nothing. Pass
     ``known_prompt_ids`` (the campaign's prompt ids) to refuse ids the campaign does not have.
-    Repeated ids in one call are recorded once.
+    Repeated ids in one call are recorded once. A pick is of one draft variant: ``variants``
+    maps a prompt id to its chosen variant (1-based; absent: 1), ``known_variants`` to how
+    many variants the prompt has, to refuse a variant beyond them.
     """
     _check(campaign, prompt_ids, decision, source, known_prompt_ids)
+    chosen = _chosen(campaign, prompt_ids, decision, variants or {}, known_variants)
     unique = list(dict.fromkeys(prompt_ids))
     decided_at = utc_now()
     journal = _journal()
@@ -67,6 +72,7 @@ def record_decisions(
                 "prompt_id": prompt_id,
                 "partition_key": partition_key(campaign, prompt_id),
                 "decision": decision,
+                "variant": chosen.get(prompt_id),
                 "source": source,
                 "decided_at": decided_at,
             },
@@ -86,9 +92,29 @@ def current_decisions(campaign: str | None = None) -> dict[tuple[str, str], Deci
 
 def winners(campaign: str) -> list[str]:
     """Prompt ids whose latest decision is 'pick', in decision order."""
-    picks = [r for r in _latest(campaign).values() if r.get("decision") == "pick"]
-    picks.sort(key=lambda r: (str(r.get("decided_at") or ""), str(r.get("recorded_at") or "")))
-    return [r["prompt_id"] for r in picks]
+    return list(picks(campaign))
+
+
+def picks(campaign: str) -> dict[str, int]:
+    """Winners as (prompt id -> chosen draft variant, 1-based), in decision order."""
+    found = [r for r in _latest(campaign).values() if r.get("decision") == "pick"]
+    found.sort(key=lambda r: (str(r.get("decided_at") or ""), str(r.get("recorded_at") or "")))
+    return {r["prompt_id"]: chosen_variant(r) for r in found}
+
+
+def chosen_variants(campaign: str | None = None) -> dict[tuple[str, str], int]:
+    """The chosen draft variant of every current pick, per (campaign, prompt_id)."""
+    return {
+        key: chosen_variant(record)
+        for key, record in _latest(campaign).items()
+        if record.get("decision") == "pick"
+    }
+
+
+def chosen_variant(record: Mapping[str, Any]) -> int:
+    """A pick's variant; lines written before variants existed (no ``variant``) picked 1."""
+    variant = record.get("variant")
+    return variant if isinstance(variant, int) and not isinstance(variant, bool) else 1
 
 
 def decisions_version(campaign: str | None = None) -> str:
@@ -192,6 +218,36 @@ def _check(
             f"decision source {source!r} is not a short lowercase name. "
             "Fix: use 'review' for the review page or 'cli' for the command line."
         )
+
+
+def _chosen(
+    campaign: str,
+    prompt_ids: list[str],
+    decision: str,
+    variants: Mapping[str, int],
+    known_variants: Mapping[str, int] | None,
+) -> dict[str, int]:
+    """The variant each pick records (1 unless ``variants`` says), checked; {} for others."""
+    if decision != "pick":
+        return {}
+    chosen: dict[str, int] = {}
+    for prompt_id in prompt_ids:
+        variant = variants.get(prompt_id, 1)
+        if isinstance(variant, bool) or not isinstance(variant, int) or variant < 1:
+            raise DecisionError(
+                f"campaign {campaign!r}: variant {variant!r} of {prompt_id!r} is not a draft "
+                "variant. Fix: name a variant by its number, 1 for the first draft "
+                f"(e.g. {prompt_id}:2)."
+            )
+        most = (known_variants or {}).get(prompt_id)
+        if most is not None and variant > most:
+            raise DecisionError(
+                f"campaign {campaign!r}: prompt {prompt_id!r} has {most} draft variant"
+                f"{'s' if most != 1 else ''}, not {variant}. Fix: pick a variant from 1 to "
+                f"{most} (nothing was recorded)."
+            )
+        chosen[prompt_id] = variant
+    return chosen
 
 
 def _few(values: list[Any]) -> str:

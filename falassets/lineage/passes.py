@@ -7,8 +7,11 @@ engine nor Dagster, so every layer (engine, pipeline, review, cli) can import it
 
 A request's recorded ``input`` is exactly what was sent to fal. A final *refined* from the
 chosen draft sends the draft as ``image_urls`` beside the prompt's own input, so the reference
-image is left out of the comparison: a refined final renders the same prompt at the same
-quality as a rerun would, and counts as current for it.
+image is left out of the input comparison: a refined final renders the same prompt at the same
+quality as a rerun would, and counts as current for it. Which draft image it was refined from
+is the request's ``variant`` (:func:`refine_reference`), compared with the reviewer's chosen
+variant instead: a draft pass of N variants is one request with N images, and a winner is a
+(prompt, variant) pair.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from falassets.campaigns.model import PromptRow
 
 TEXT_TO_IMAGE = "openai/gpt-image-2"
 EDIT = "openai/gpt-image-2/edit"
 DEFAULT_CONCURRENCY = 10  # requests in flight, machine-wide, unless a run says otherwise
 REFERENCE_IMAGE_FIELD = "image_urls"  # what a refine adds to the prompt's own input
+REFINE_PREFIX = "refine:"  # the job variant of a refined final: refine:<reference sha256>
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Pass:
     quality: str
     asset: str
     endpoints: Mapping[str, str]  # mode ('rerun' | 'refine') -> fal endpoint
+    variants: bool = False  # asks fal for the campaign row's variants (num_images), else 1
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -43,8 +51,16 @@ class Pass:
             raise ValueError(f"the {self.name} pass has modes {self.modes}, not {mode!r}")
         return self.endpoints[mode]
 
+    def render_input(self, row: PromptRow) -> dict[str, Any]:
+        """The exact fal input this pass sends for a campaign row (what freshness compares):
+        the draft pass asks for the row's variants in one request, the final pass for the one
+        image a winner becomes."""
+        from falassets.campaigns.changes import render_input  # pyarrow: imported when used
 
-DRAFT = Pass("draft", "low", "draft_renders", {"rerun": TEXT_TO_IMAGE})
+        return render_input(row, self.quality, images=row.variants if self.variants else 1)
+
+
+DRAFT = Pass("draft", "low", "draft_renders", {"rerun": TEXT_TO_IMAGE}, variants=True)
 FINAL = Pass("final", "high", "final_renders", {"rerun": TEXT_TO_IMAGE, "refine": EDIT})
 PASSES: dict[str, Pass] = {p.name: p for p in (DRAFT, FINAL)}
 
@@ -98,12 +114,42 @@ class Freshness(Enum):
         return self not in (Freshness.MISSING, Freshness.STALE)
 
 
-def freshness(wanted: Mapping[str, Any], latest: RequestRow | None) -> Freshness:
+def refine_reference(sha256: str) -> str:
+    """The job ``variant`` of a final refined from the draft image with this sha256: part of
+    its idempotency key (another chosen variant is another render), and what
+    :func:`freshness` compares with the reviewer's choice."""
+    return f"{REFINE_PREFIX}{sha256}"
+
+
+def chosen_reference(draft: Mapping[str, Any] | None, variant: int) -> str | None:
+    """:func:`refine_reference` of image ``variant`` of a draft request row (the reviewer's
+    choice), or None when the draft has no such image (not rendered, or fewer variants)."""
+    from falassets.lineage.variants import variant_image
+
+    image = variant_image(draft, variant)
+    return refine_reference(image["sha256"]) if image and image.get("sha256") else None
+
+
+def freshness(
+    wanted: Mapping[str, Any],
+    latest: RequestRow | None,
+    *,
+    reference: str | None = None,
+    refine: bool = False,
+) -> Freshness:
     """Current, stale or missing: ``latest`` (the partition's latest request of the pass, from
-    :func:`falassets.lineage.queries.latest_requests`) judged against the input ``wanted``."""
+    :func:`falassets.lineage.queries.latest_requests`) judged against the input ``wanted``.
+
+    For a final, ``reference`` is :func:`refine_reference` of the draft variant the reviewer
+    picked, when known: a final refined from another image is STALE (the reviewer chose
+    another variant since). ``refine``: a refine is wanted, so a final not refined from
+    ``reference`` (a rerun, or a refine of another variant) is STALE too. A rerun final
+    stays current whichever variant is chosen: its input does not depend on the choice."""
     if latest is None:
         return Freshness.MISSING
     if not same_render_input(latest.input, wanted):
+        return Freshness.STALE
+    if not _same_reference(latest.variant, reference, refine):
         return Freshness.STALE
     if latest.status == "completed":
         return Freshness.CURRENT
@@ -118,6 +164,14 @@ def same_render_input(recorded: Mapping[str, Any] | None, wanted: Mapping[str, A
         return False
     recorded = {k: v for k, v in recorded.items() if k != REFERENCE_IMAGE_FIELD}
     return _canonical(recorded) == _canonical(wanted)
+
+
+def _same_reference(recorded: str | None, reference: str | None, refine: bool) -> bool:
+    """Whether a final's reference image (its job variant) is the one the choice wants."""
+    if refine:
+        return reference is not None and recorded == reference
+    refined = (recorded or "").startswith(REFINE_PREFIX)
+    return not refined or reference is None or recorded == reference
 
 
 def _canonical(value: Any) -> str:

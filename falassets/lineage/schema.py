@@ -35,6 +35,10 @@ REQUEST_COLUMNS: dict[str, str] = {
     "sha256": "VARCHAR",
     "width": "INTEGER",
     "height": "INTEGER",
+    # Every output image, one per variant (num_images > 1 in a draft): a JSON list of
+    # IMAGE_COLUMNS objects. The columns above are variant 1's; the `request_images` view
+    # has a row per variant (lineage/variants.py).
+    "images": "JSON",
     "cost_usd": "DOUBLE",  # what fal bills (or would bill) for this request
     "cost_source": "VARCHAR",  # 'billed' (from x-fal-billable-units) | 'estimated' (our rules)
     "billable_units": "DOUBLE",  # fal's x-fal-billable-units (output images), when it sent it
@@ -50,12 +54,25 @@ REQUEST_COLUMNS: dict[str, str] = {
 
 REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled")
 
+# One output image of a request: an entry of its `images` list, a row of `request_images`.
+IMAGE_COLUMNS: dict[str, str] = {
+    "variant": "INTEGER",  # 1..num_images, in the order fal listed the images
+    "image_path": "VARCHAR",  # as the request's own image_path: local path, else the URI
+    "image_uri": "VARCHAR",
+    "thumbnail_path": "VARCHAR",
+    "sha256": "VARCHAR",
+    "width": "INTEGER",
+    "height": "INTEGER",
+    "output_url": "VARCHAR",  # where fal served it (a refine of this variant sends it back)
+}
+
 # One line per reviewer decision; the latest per (campaign, prompt_id) wins.
 DECISION_COLUMNS: dict[str, str] = {
     "campaign": "VARCHAR",
     "prompt_id": "VARCHAR",
     "partition_key": "VARCHAR",
     "decision": "VARCHAR",  # 'pick' | 'reject' | 'undecided'
+    "variant": "INTEGER",  # a pick's chosen draft variant (1-based); null: 1, or not a pick
     "source": "VARCHAR",  # 'review' | 'cli'
     "decided_at": "TIMESTAMPTZ",
     "recorded_at": "TIMESTAMPTZ",

@@ -184,9 +184,7 @@ def draft_requests_for(
         if table is None:
             continue
         wanted = {
-            campaigns.partition_key(campaign, row.prompt_id): campaigns.render_input(
-                row, DRAFT.quality
-            )
+            campaigns.partition_key(campaign, row.prompt_id): DRAFT.render_input(row)
             for row in table.rows
         }
         needed = [key for key in not_yet_attempted(campaign, DRAFT.name, wanted) if key not in busy]

@@ -1,4 +1,8 @@
-"""``draft_renders``: every prompt at quality=low, a whole campaign in one run."""
+"""``draft_renders``: every prompt at quality=low, a whole campaign in one run.
+
+A prompt with N variants is still one partition and one request (fal's ``num_images`` N);
+it is materialised when that request completes with every variant downloaded and verified.
+"""
 
 import dagster as dg
 
@@ -21,7 +25,7 @@ def draft_job(key: str, row: PromptRow, *, endpoint: str, force: bool = False) -
         campaign=campaign,
         prompt_id=prompt_id,
         pass_name="draft",
-        input=campaigns.render_input(row, DRAFT.quality),
+        input=DRAFT.render_input(row),  # the row's variants: one request, num_images N
         endpoint=endpoint,
         force=force,
     )

@@ -1,4 +1,10 @@
-"""``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft."""
+"""``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft.
+
+A winner is a (prompt, variant): ``refine`` sends the chosen variant's image as the reference,
+and names its sha256 in the job's variant (``lineage.passes.refine_reference``), so another
+choice is another render and the same choice again is answered from lineage. ``rerun``
+renders the prompt at high: its input does not depend on the choice.
+"""
 
 import asyncio
 from collections.abc import Mapping
@@ -11,7 +17,8 @@ from falassets import campaigns
 from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import FINAL
+from falassets.lineage.passes import FINAL, refine_reference
+from falassets.lineage.variants import variant_image
 from falassets.pipeline import deployment
 from falassets.pipeline.assets.drafts import draft_renders
 from falassets.pipeline.assets.lookup import Unrenderable, rows_for_keys
@@ -45,17 +52,20 @@ def final_job(
     endpoint: str,
     mode: Mode,
     draft: Mapping[str, Any] | None = None,
+    variant: int = 1,
     force: bool = False,
 ) -> RenderJob:
-    """The final render of one winner; ``draft`` (its lineage row) is required for refine."""
+    """The final render of one winner; ``draft`` (its lineage row) is required for refine,
+    which starts from its image ``variant`` (the reviewer's choice)."""
     campaign, prompt_id = campaigns.split_partition_key(key)
-    payload = campaigns.render_input(row, FINAL.quality)
-    variant = ""
+    payload = FINAL.render_input(row)
+    reference = ""
     if mode == "refine":
-        assert draft is not None
-        payload = {**payload, "image_urls": [draft["output_url"]]}
+        image = variant_image(draft, variant)
+        assert image is not None, f"{key}: the draft has no variant {variant}"
+        payload = {**payload, "image_urls": [image["output_url"]]}
         endpoint = edit_endpoint(endpoint)
-        variant = f"refine:{draft['sha256']}"
+        reference = refine_reference(image["sha256"])
     return RenderJob(
         partition_key=key,
         campaign=campaign,
@@ -63,7 +73,7 @@ def final_job(
         pass_name="final",
         input=payload,
         endpoint=endpoint,
-        variant=variant,
+        variant=reference,
         force=force,
     )
 
@@ -77,15 +87,46 @@ def _completed_drafts(keys: list[str]) -> dict[str, dict[str, Any]]:
     return drafts
 
 
-def _changed_drafts(drafts: Mapping[str, Mapping[str, Any]]) -> dict[str, Unrenderable]:
-    """Drafts a refine must not start from: read through the render store, the picked draft
+def _chosen_variants(keys: list[str]) -> dict[str, int]:
+    """The reviewer's chosen draft variant per winner key (1 when the pick named none)."""
+    wanted = set(keys)
+    chosen = {
+        campaigns.partition_key(campaign, prompt_id): variant
+        for (campaign, prompt_id), variant in decisions.chosen_variants().items()
+    }
+    return {key: variant for key, variant in chosen.items() if key in wanted}
+
+
+def _missing_variants(
+    drafts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, int]
+) -> dict[str, Unrenderable]:
+    """Winners whose chosen variant the draft does not have (its variants were lowered, or
+    the pick predates a re-render): a refine cannot start from an image that is not there."""
+    missing: dict[str, Unrenderable] = {}
+    for key, draft in drafts.items():
+        variant = chosen.get(key, 1)
+        image = variant_image(draft, variant)
+        if image is None or not image.get("output_url") or not image.get("sha256"):
+            missing[key] = Unrenderable(
+                "variant_missing",
+                f"the draft has no variant {variant} to refine. Fix: pick one of its variants "
+                f"(`falassets pick CAMPAIGN ID:VARIANT`), or use mode=rerun",
+            )
+    return missing
+
+
+def _changed_drafts(
+    drafts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, int] | None = None
+) -> dict[str, Unrenderable]:
+    """Drafts a refine must not start from: read through the render store, the picked variant
     must still be the image the reviewer saw (its recorded sha256), since the final's variant
     names that sha256 and the review page showed the stored copy."""
     changed: dict[str, Unrenderable] = {}
     for key, draft in drafts.items():
-        location = draft.get("image_path")
+        image = variant_image(draft, (chosen or {}).get(key, 1)) or {}
+        location = image.get("image_path")
         try:
-            intact = bool(location) and render_sha256(location) == draft["sha256"]
+            intact = bool(location) and render_sha256(location) == image.get("sha256")
         except OSError:
             intact = False
         if not intact:
@@ -137,8 +178,12 @@ async def final_renders(
     rows, unrenderable = rows_for_keys(keys)
     unrenderable.update(_not_winners(list(rows)))
     drafts = _completed_drafts(list(rows)) if config.mode == "refine" else {}
+    chosen = _chosen_variants(list(rows))
+    unrenderable.update(
+        _missing_variants({k: d for k, d in drafts.items() if k not in unrenderable}, chosen)
+    )
     wanted = {key: draft for key, draft in drafts.items() if key not in unrenderable}
-    unrenderable.update(await asyncio.to_thread(_changed_drafts, wanted))
+    unrenderable.update(await asyncio.to_thread(_changed_drafts, wanted, chosen))
     jobs: dict[str, RenderJob] = {}
     extra: dict[str, dict[str, Any]] = {}
     for key, row in rows.items():
@@ -156,11 +201,13 @@ async def final_renders(
             endpoint=fal.endpoint,
             mode=config.mode,
             draft=drafts.get(key),
+            variant=chosen.get(key, 1),
             force=config.force,
         )
         extra[key] = {"mode": config.mode}
         if key in drafts:
             extra[key]["draft_request_id"] = drafts[key].get("request_id") or ""
+            extra[key]["draft_variant"] = chosen.get(key, 1)
     for key in unrenderable:
         rows.pop(key, None)
     async for materialization in render_partitions(

@@ -205,6 +205,18 @@ def outcome_metadata(outcome: RenderOutcome, *, simulated: bool) -> dict[str, An
     }
     if outcome.width and outcome.height:
         metadata["size"] = f"{outcome.width}x{outcome.height}"
+    if len(outcome.images) > 1:  # a draft of N variants: one request, N verified images
+        metadata["variants"] = len(outcome.images)
+        metadata["variant_images"] = dg.MetadataValue.json(
+            [
+                {
+                    "variant": image["variant"],
+                    "sha256": image["sha256"],
+                    "image": image["image_path"],
+                }
+                for image in outcome.images
+            ]
+        )
     picture = outcome.thumbnail_location or outcome.image_location
     thumbnail = inline_thumbnail(picture, alt=outcome.job.prompt_id) if picture else None
     if thumbnail:

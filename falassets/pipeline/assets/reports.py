@@ -14,7 +14,15 @@ from falassets.campaigns import Campaign
 from falassets.engine.jobs import TEXT_TO_IMAGE
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import DRAFT, FINAL, Freshness, RequestRow, freshness
+from falassets.lineage.passes import (
+    DRAFT,
+    FINAL,
+    Freshness,
+    RequestRow,
+    chosen_reference,
+    freshness,
+)
+from falassets.lineage.variants import variant_image
 from falassets.pipeline.assets.finals import final_renders
 from falassets.pipeline.assets.images import contact_sheet, sheet_data_uri
 from falassets.pipeline.assets.partitions import campaign_partitions
@@ -51,9 +59,15 @@ class CampaignFigures:
     tiles: list[tuple[str, str | None]] = field(default_factory=list)  # id, render location
 
 
-def _count(state: PassCounts, row: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
-    """Add one prompt's latest request to the counts; return its error type when failed."""
-    fresh = freshness(wanted, RequestRow.of(row))
+def _count(
+    state: PassCounts,
+    row: dict[str, Any] | None,
+    wanted: dict[str, Any],
+    reference: str | None = None,
+) -> str | None:
+    """Add one prompt's latest request to the counts; return its error type when failed.
+    ``reference``: a final's chosen draft variant (see ``lineage.passes.freshness``)."""
+    fresh = freshness(wanted, RequestRow.of(row), reference=reference)
     if not fresh.attempted:
         state.not_started += 1
     elif fresh is Freshness.CURRENT:
@@ -83,24 +97,28 @@ def campaign_figures(table: Campaign) -> CampaignFigures:
     drafts = queries.latest_requests(campaign, DRAFT.name)
     finals = queries.latest_requests(campaign, FINAL.name)
     decided = decisions.current_decisions(campaign)
+    chosen = decisions.chosen_variants(campaign)
     failures: Counter[str] = Counter()
     for row in table.rows:
         key = campaigns.partition_key(campaign, row.prompt_id)
         draft = drafts.get((key, DRAFT.name))
-        wanted = campaigns.render_input(row, DRAFT.quality)
+        wanted = DRAFT.render_input(row)
         error = _count(figures.drafts, draft, wanted)
         if error:
             failures[f"draft:{error}"] += 1
         current = draft is not None and freshness(wanted, RequestRow.of(draft)) is Freshness.CURRENT
-        picture = (draft.get("thumbnail_path") or draft.get("image_path")) if current else None
+        variant = chosen.get((campaign, row.prompt_id), 1)  # a winner shows its chosen draft
+        image = (variant_image(draft, variant) or {}) if current else {}
+        picture = image.get("thumbnail_path") or image.get("image_path")
         figures.tiles.append((row.prompt_id, picture or None))
-        high = campaigns.render_input(row, FINAL.quality)
+        high = FINAL.render_input(row)
         decision = decided.get((campaign, row.prompt_id))
         if decision == "reject":
             figures.rejected += 1
         if decision == "pick":
             figures.picked += 1
-            error = _count(figures.finals, finals.get((key, FINAL.name)), high)
+            final = finals.get((key, FINAL.name))
+            error = _count(figures.finals, final, high, chosen_reference(draft, variant))
             if error:
                 failures[f"final:{error}"] += 1
         figures.all_high_usd += price_usd(high, endpoint=TEXT_TO_IMAGE)

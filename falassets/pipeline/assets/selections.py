@@ -6,7 +6,7 @@ from falassets import campaigns
 from falassets.campaigns import Campaign, CampaignError
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import FINAL, Freshness, RequestRow, freshness
+from falassets.lineage.passes import FINAL, Freshness, RequestRow, chosen_reference, freshness
 from falassets.pipeline.assets.drafts import draft_renders
 from falassets.pipeline.assets.lookup import read_table_or_none
 from falassets.pipeline.assets.partitions import campaign_partitions, register, winner_partitions
@@ -61,7 +61,8 @@ def review_selections(context: dg.AssetExecutionContext) -> None:
     table = load_table_or_fail(campaign)
     decided = decisions.current_decisions(campaign)
     ids = {row.prompt_id for row in table.rows}
-    picked = [pid for pid in decisions.winners(campaign) if pid in ids]
+    chosen = decisions.picks(campaign)  # winner -> its chosen draft variant
+    picked = [pid for pid in chosen if pid in ids]
     rejected = [
         row.prompt_id for row in table.rows if decided.get((campaign, row.prompt_id)) == "reject"
     ]
@@ -71,13 +72,15 @@ def review_selections(context: dg.AssetExecutionContext) -> None:
 
     rows = {row.prompt_id: row for row in table.rows}
     finals = queries.latest_requests(campaign, FINAL.name)
+    drafts = queries.latest_requests(campaign, "draft")
     projected = remaining = 0.0
     for pid, key in zip(picked, winner_keys, strict=True):
-        wanted = campaigns.render_input(rows[pid], FINAL.quality)
+        wanted = FINAL.render_input(rows[pid])
         cost = price_usd(wanted)
         projected += cost
         final = RequestRow.of(finals.get((key, FINAL.name)))
-        if freshness(wanted, final) is not Freshness.CURRENT:
+        reference = chosen_reference(drafts.get((key, "draft")), chosen[pid])
+        if freshness(wanted, final, reference=reference) is not Freshness.CURRENT:
             remaining += cost
     if unknown:
         context.log.warning(f"decisions for prompts not in '{campaign}': {', '.join(unknown[:20])}")
