@@ -7,7 +7,8 @@ check always, the secret link's cookie in remote mode, Origin and page token on 
 ``GET /?token=SECRET``                      remote mode: the printed link, traded for a cookie
 ``GET /api/campaigns``                      campaigns with their counts
 ``GET /api/campaigns/{c}[?version=V]``      the board; ``{"unchanged": true}`` when still V
-``POST /api/campaigns/{c}/decisions``       ``{"prompt_ids": [...], "decision": "pick"}``
+``POST /api/campaigns/{c}/decisions``       ``{"prompt_ids": [...], "decision": "pick"[,
+                                            "variant": N]}`` (a pick is of one draft variant)
 ``POST /api/campaigns/{c}/render-winners``  ``{"expected": [ids]}`` -> final pass, run id
 ``POST /api/campaigns/{c}/retry-failed``    ``{"expected": [ids]}`` -> draft pass, run id
 ``GET /api/campaigns/{c}/contact-sheet.png?filter=all|picked|...``
@@ -189,15 +190,30 @@ async def post_decisions(request: Request) -> ApiResponse:
 
 def _record(request: Request, data: dict[str, Any]) -> ApiResponse:
     campaign = _campaign(request)
-    known = _state(request).cache.prompt_ids(campaign)  # no board rebuild per key press
+    known = _state(request).cache.prompt_variants(campaign)  # no board rebuild per key press
     if not known:
         raise HTTPException(404, f"campaign '{campaign}' has no prompts")
-    ids, decision = data.get("prompt_ids"), data.get("decision")
+    ids, decision, variant = data.get("prompt_ids"), data.get("decision"), data.get("variant")
+    if variant is not None and decision != "pick":
+        return api_error(400, "a variant goes with a pick. Fix: send it with decision 'pick'")
+    listed = ids if isinstance(ids, list) and variant is not None else []
+    chosen = {pid: variant for pid in listed if isinstance(pid, str)}  # record_decisions checks
     try:
-        decisions.record_decisions(campaign, ids, decision, source="review", known_prompt_ids=known)
+        decisions.record_decisions(
+            campaign,
+            ids,
+            decision,
+            source="review",
+            known_prompt_ids=known,
+            variants=chosen,
+            known_variants=known,
+        )
     except decisions.DecisionError as exc:
         return api_error(400, str(exc))
-    return ApiResponse({"saved": list(dict.fromkeys(ids)), "decision": decision})
+    saved = {"saved": list(dict.fromkeys(ids)), "decision": decision}
+    if decision == "pick":
+        saved["variant"] = 1 if variant is None else variant
+    return ApiResponse(saved)
 
 
 async def post_render_winners(request: Request) -> ApiResponse:

@@ -23,7 +23,15 @@ from falassets import campaigns, settings
 from falassets.engine.jobs import TEXT_TO_IMAGE
 from falassets.engine.pricing import price_usd
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import DRAFT, FINAL, Freshness, RequestRow, freshness
+from falassets.lineage.passes import (
+    DRAFT,
+    FINAL,
+    Freshness,
+    RequestRow,
+    chosen_reference,
+    freshness,
+)
+from falassets.lineage.variants import request_images, variants_asked
 from falassets.review.files import file_url
 
 log = logging.getLogger(__name__)
@@ -172,8 +180,12 @@ class BoardCache:
 
     def prompt_ids(self, campaign: str) -> list[str]:
         """The campaign's prompt ids, without rebuilding a board (what a decision checks)."""
+        return list(self.prompt_variants(campaign))
+
+    def prompt_variants(self, campaign: str) -> dict[str, int]:
+        """Prompt id -> how many draft variants it has (a pick names one of them)."""
         rows, _ = self.prompt_rows(campaign)
-        return [row["id"] for row in rows]
+        return {row["id"]: row["variants"] for row in rows}
 
 
 def _table_stamp(campaign: str) -> tuple[int, int] | None:
@@ -196,21 +208,28 @@ def build_board(
         rows, source = _prompt_rows(campaign)
     requests = queries.latest_requests(campaign)  # one pass over the journals for both passes
     decided = decisions.current_decisions(campaign)
+    chosen = decisions.chosen_variants(campaign)
     items = []
     for row in rows:
         key = campaigns.partition_key(campaign, row["id"])
         draft = requests.get((key, DRAFT.name))
         final = requests.get((key, FINAL.name))
         wanted = _final_input(row)
+        decision = decided.get((campaign, row["id"]), "undecided")
+        variant = chosen.get((campaign, row["id"]), 1)  # a winner is a (prompt, variant)
+        # A final refined from another variant than the chosen one is stale (lineage.passes).
+        reference = chosen_reference(draft, variant)
         items.append(
             {
                 **row,
                 "key": key,
-                "decision": decided.get((campaign, row["id"]), "undecided"),
+                "decision": decision,
+                "variant": variant if decision == "pick" else None,
                 "draft": _request_view(draft, root),
                 "final": _request_view(final, root) if final else None,
                 "final_cost_usd": price_usd(wanted, endpoint=TEXT_TO_IMAGE),  # page finals: reruns
-                "final_current": freshness(wanted, RequestRow.of(final)) is Freshness.CURRENT,
+                "final_current": freshness(wanted, RequestRow.of(final), reference=reference)
+                is Freshness.CURRENT,
             }
         )
     by_id = {item["id"]: item for item in items}
@@ -231,6 +250,7 @@ def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
                 "image_size": row.image_size,
                 "output_format": row.output_format,
                 "tags": dict(row.tags),
+                "variants": row.variants,
             }
             for row in table.rows
         ], "table"
@@ -248,6 +268,7 @@ def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
                 "image_size": sent.get("image_size"),
                 "output_format": sent.get("output_format", "png"),
                 "tags": {},
+                "variants": variants_asked(request),
             }
         )
     return rows, "lineage"
@@ -261,9 +282,10 @@ def _final_input(row: dict[str, Any]) -> dict[str, Any]:
         image_size=row["image_size"],
         output_format=row["output_format"],
         tags=row["tags"],
+        variants=row["variants"],
     )
     try:
-        return campaigns.render_input(prompt_row, FINAL.quality)
+        return FINAL.render_input(prompt_row)
     except NotImplementedError:  # campaigns still a stub: the fields that set the price
         return {"image_size": row["image_size"], "quality": FINAL.quality, "num_images": 1}
 
@@ -290,6 +312,20 @@ def _request_view(request: dict[str, Any] | None, root: Path) -> dict[str, Any]:
         "submitted_at": request.get("submitted_at"),
         "image": image,
         "thumb": file_url(root, request.get("thumbnail_path")) or image,
+        "variants": [_image_view(entry, root) for entry in request_images(request)],
+    }
+
+
+def _image_view(entry: dict[str, Any], root: Path) -> dict[str, Any]:
+    """One variant of a request as the page shows it (URLs under /files, never paths)."""
+    image = file_url(root, entry.get("image_path"))
+    return {
+        "variant": entry["variant"],
+        "sha256": entry.get("sha256"),
+        "image": image,
+        "thumb": file_url(root, entry.get("thumbnail_path")) or image,
+        "width": entry.get("width"),
+        "height": entry.get("height"),
     }
 
 

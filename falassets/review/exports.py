@@ -1,8 +1,9 @@
 """Per-campaign exports: a contact sheet (PNG) and the decisions (CSV).
 
 The contact sheet is what a creative lead forwards for sign-off: each draft thumbnail with
-its prompt id under it and the reviewer's mark (green = picked, red = rejected). The CSV is
-for spreadsheets, so every cell is neutralised against formula injection.
+its prompt id under it and the reviewer's mark (green = picked, red = rejected); a winner
+shows the variant the reviewer chose (``id #2``). The CSV is for spreadsheets, so every cell
+is neutralised against formula injection; its ``variant`` column is a pick's chosen variant.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ CSV_COLUMNS = (
     "final_request_id",
     "final_price_usd",
     "tags",
+    "variant",  # the chosen draft variant of a pick (a winner is a prompt and a variant)
+    "variants",  # how many draft variants the prompt has
+    "draft_sha256",  # of the chosen variant (of variant 1 when not picked)
 )
 
 MARKS = {"pick": (46, 160, 67), "reject": (200, 55, 55)}
@@ -66,6 +70,7 @@ def decisions_csv(campaign: str, items: Sequence[dict[str, Any]]) -> str:
     for item in items:
         draft, final = item["draft"], item["final"] or {}
         size = item["image_size"]
+        shown = shown_variant(item)
         writer.writerow(
             safe_cell(value)
             for value in (
@@ -87,9 +92,22 @@ def decisions_csv(campaign: str, items: Sequence[dict[str, Any]]) -> str:
                 json.dumps(item["tags"], sort_keys=True, ensure_ascii=False)
                 if item["tags"]
                 else "",
+                item.get("variant"),
+                item.get("variants", 1),
+                (shown or {}).get("sha256"),
             )
         )
     return buffer.getvalue()
+
+
+def shown_variant(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The draft image an export shows for a prompt: a winner's chosen variant, else the
+    first; None when the draft has no such image."""
+    wanted = item.get("variant") or 1
+    for image in item["draft"].get("variants") or ():
+        if image.get("variant") == wanted:
+            return image
+    return None
 
 
 def contact_sheet_png(
@@ -115,7 +133,8 @@ def contact_sheet_png(
     for index, item in enumerate(items):
         x = pad + (index % columns) * (CELL + pad)
         y = title_h + pad + (index // columns) * (CELL + label_h + pad)
-        picture = _tile(root, item["draft"].get("thumb"))
+        shown = shown_variant(item)
+        picture = _tile(root, (shown or {}).get("thumb") or item["draft"].get("thumb"))
         if picture is None:
             draw.rectangle((x, y, x + CELL - 1, y + CELL - 1), fill=(48, 48, 52))
             draw.text((x + 8, y + CELL // 2 - 6), _missing_label(item), fill=(170, 170, 170))
@@ -126,7 +145,10 @@ def contact_sheet_png(
         mark = MARKS.get(item["decision"])
         if mark:
             draw.rectangle((x - 3, y - 3, x + CELL + 2, y + CELL + 2), outline=mark, width=3)
-        draw.text((x, y + CELL + 5), _fit(draw, item["id"], font), fill=(220, 220, 220), font=font)
+        label = item["id"] + (
+            f" #{shown['variant']}" if shown and item.get("variants", 1) > 1 else ""
+        )
+        draw.text((x, y + CELL + 5), _fit(draw, label, font), fill=(220, 220, 220), font=font)
     out = io.BytesIO()
     sheet.save(out, "PNG", optimize=False)
     return out.getvalue()

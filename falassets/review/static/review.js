@@ -1,6 +1,8 @@
 // falassets review page: keyboard-first culling of draft renders.
 // Vanilla JS, no external assets. The grid is built once per campaign; a key press touches
 // only the tiles it changes, so 1,000+ thumbnails stay responsive.
+// A prompt drafted as N variants is one card with its N drafts side by side: H / L move
+// between them and P picks the one shown, so a winner is a (prompt, variant).
 "use strict";
 
 const TOKEN = document.querySelector('meta[name="falassets-token"]').content;
@@ -163,8 +165,42 @@ async function openCampaign(name) {
 
 // --- the grid -------------------------------------------------------------------------------
 
+// --- variants -------------------------------------------------------------------------------
+
+function variantsOf(item) {
+  const listed = item.draft.variants || [];
+  return listed.length ? listed : item.draft.thumb ? [{ variant: 1, image: item.draft.image, thumb: item.draft.thumb }] : [];
+}
+
+// The variant a card shows: kept while the reviewer moves around, the pick's one at first.
+function shownOf(item) {
+  const count = variantsOf(item).length;
+  if (!item.shown) item.shown = item.decision === "pick" && item.variant ? item.variant : 1;
+  return Math.max(1, Math.min(item.shown, count || 1));
+}
+
+function shownImage(item) {
+  const wanted = shownOf(item);
+  return variantsOf(item).find((v) => v.variant === wanted) || null;
+}
+
+function moveVariant(step) {
+  const item = currentItem();
+  if (!item) return;
+  const count = variantsOf(item).length;
+  if (count < 2) return;
+  item.shown = ((shownOf(item) - 1 + step + count) % count) + 1;
+  paintTile(state.tiles[state.byId.get(item.id)], item);
+  renderPanel();
+}
+
 function load(data) {
   const currentId = currentItem() ? currentItem().id : null;
+  // Keep the variant each card shows across a reload of the same campaign's board.
+  const same = state.loaded === data.campaign;
+  const shown = new Map(same ? state.items.map((item) => [item.id, item.shown]) : []);
+  for (const item of data.items) if (shown.get(item.id)) item.shown = shown.get(item.id);
+  state.loaded = data.campaign;
   state.items = data.items;
   state.byId = new Map(data.items.map((item, index) => [item.id, index]));
   state.version = data.version;
@@ -177,6 +213,10 @@ function load(data) {
     fragment.append(tile);
     return tile;
   });
+  const most = Math.max(1, ...state.items.map((item) => Math.max(item.variants || 1, variantsOf(item).length)));
+  $("grid").style.setProperty("--variants", String(most));
+  $("grid").classList.toggle("multi", most > 1);
+  $("variant-keys").hidden = most < 2;
   $("grid").replaceChildren(fragment);
   applyFilter(state.filter, currentId);
   updateCounts();
@@ -193,11 +233,34 @@ function paintTile(tile, item) {
   if (state.inflight.get(item.id)) classes.push("saving");
   if (tile.classList.contains("current")) classes.push("current");
   tile.className = classes.join(" ");
-  const signature = JSON.stringify([draft.status, draft.thumb, draft.error_type, item.final && item.final.status]);
-  if (tile.dataset.sig === signature) return;
+  const variants = variantsOf(item);
+  const shown = shownOf(item);
+  const chosen = item.decision === "pick" ? item.variant || 1 : 0;
+  if (variants.length > 1) tile.dataset.shown = String(shown);
+  const signature = JSON.stringify([draft.status, draft.thumb, draft.error_type, item.final && item.final.status, variants.map((v) => v.thumb)]);
+  if (tile.dataset.sig === signature) {
+    markVariants(tile, shown, chosen);
+    return;
+  }
   tile.dataset.sig = signature;
   let picture;
-  if (draft.thumb) {
+  if (variants.length > 1) {
+    picture = el(
+      "div",
+      { class: "strip" },
+      ...variants.map((v) =>
+        el("img", {
+          src: v.thumb,
+          alt: `${item.id} variant ${v.variant}`,
+          "data-v": v.variant,
+          loading: "lazy",
+          decoding: "async",
+          width: v.width || null,
+          height: v.height || null,
+        }),
+      ),
+    );
+  } else if (draft.thumb) {
     picture = el("img", {
       src: draft.thumb,
       alt: item.id,
@@ -214,12 +277,24 @@ function paintTile(tile, item) {
     picture = el("div", { class: "state" }, "no draft yet");
   }
   const parts = [
-    el("div", { class: "pic" }, picture),
+    el("div", { class: variants.length > 1 ? "pic strip-pic" : "pic" }, picture),
     el("figcaption", { title: item.prompt }, item.id),
     el("span", { class: "badge" }),
   ];
   if (item.final && item.final.status === "completed") parts.push(el("span", { class: "final" }, "FINAL"));
   tile.replaceChildren(...parts);
+  markVariants(tile, shown, chosen);
+}
+
+// Outline the variant shown and frame the chosen one (only the classes change: no reload).
+function markVariants(tile, shown, chosen) {
+  for (const img of tile.querySelectorAll("img[data-v]")) {
+    const v = Number(img.dataset.v);
+    img.classList.toggle("vshown", v === shown);
+    img.classList.toggle("vchosen", v === chosen);
+  }
+  const badge = tile.querySelector(".badge");
+  if (badge) badge.dataset.v = chosen && tile.querySelector("img[data-v]") ? `#${chosen}` : "";
 }
 
 function matches(item, filter) {
@@ -296,9 +371,13 @@ function columns() {
 function details(item, large) {
   if (!item) return [el("p", { class: "dim" }, "Nothing in this filter.")];
   const draft = item.draft;
-  const picture = large ? draft.image || draft.thumb : draft.image || draft.thumb;
+  const image = shownImage(item);
+  const picture = image ? image.image || image.thumb : draft.image || draft.thumb;
+  const count = variantsOf(item).length;
+  const decided = item.decision === "pick" && count > 1 ? `pick · variant ${item.variant || 1}` : item.decision;
   const rows = [
-    ["Decision", el("span", { class: `pill ${item.decision}` }, item.decision)],
+    ["Decision", el("span", { class: `pill ${item.decision}` }, decided)],
+    count > 1 ? ["Variant", el("span", { id: "variant-of" }, `${shownOf(item)} of ${count} (H / L)`)] : null,
     ["Size", sizeText(item.image_size, draft.width, draft.height)],
     ["Format", item.output_format],
     ["Quality", draft.quality || "—"],
@@ -313,7 +392,7 @@ function details(item, large) {
   }
   for (const [key, value] of Object.entries(item.tags || {})) rows.push([`#${key}`, value]);
   const list = el("dl", {});
-  for (const [key, value] of rows) list.append(el("dt", {}, key), el("dd", {}, value));
+  for (const [key, value] of rows.filter(Boolean)) list.append(el("dt", {}, key), el("dd", {}, value));
   const nodes = [];
   if (!large) {
     nodes.push(
@@ -422,7 +501,8 @@ function renderPanel() {
 function renderViewer() {
   const item = currentItem();
   const img = $("viewer-img");
-  const src = item ? item.draft.image || item.draft.thumb : null;
+  const image = item ? shownImage(item) : null;
+  const src = image ? image.image || image.thumb : item ? item.draft.image || item.draft.thumb : null;
   if (src) {
     if (img.getAttribute("src") !== src) img.src = src;
     img.alt = item.id;
@@ -450,8 +530,10 @@ function closeViewer() {
 
 // --- decisions ------------------------------------------------------------------------------
 
-function setDecision(item, decision) {
+function setDecision(item, decision, variant) {
   item.decision = decision;
+  item.variant = decision === "pick" ? variant || 1 : null;
+  if (decision === "pick") item.shown = item.variant;
   item.editedAt = ++state.editSeq;
   const tile = state.tiles[state.byId.get(item.id)];
   paintTile(tile, item);
@@ -459,15 +541,17 @@ function setDecision(item, decision) {
   if (item === currentItem()) renderPanel();
 }
 
+// P picks the variant the card shows; picking another variant of a winner is a change too.
 function decide(decision) {
   const item = currentItem();
   if (!item) return;
-  const previous = item.decision;
-  if (previous !== decision) {
-    const entry = { id: item.id, previous, next: decision };
+  const previous = { decision: item.decision, variant: item.variant };
+  const next = { decision, variant: decision === "pick" ? shownOf(item) : null };
+  if (previous.decision !== next.decision || previous.variant !== next.variant) {
+    const entry = { id: item.id, previous, next };
     state.undo.push(entry);
-    setDecision(item, decision);
-    save(item, decision, previous, entry);
+    setDecision(item, next.decision, next.variant);
+    save(item, next, previous, entry);
   }
   if (state.pos < state.view.length - 1) setPos(state.pos + 1);
 }
@@ -481,24 +565,29 @@ function undo() {
   const index = state.byId.get(entry.id);
   if (index === undefined) return;
   const item = state.items[index];
-  const current = item.decision;
-  setDecision(item, entry.previous);
+  const current = { decision: item.decision, variant: item.variant };
+  setDecision(item, entry.previous.decision, entry.previous.variant);
   save(item, entry.previous, current, null);
   const at = state.view.indexOf(index);
   if (at >= 0) setPos(at);
 }
 
 // Saves run one after another, so the journal holds them in the order they were made.
-function save(item, decision, previous, undoEntry) {
+// ``next`` and ``previous``: {decision, variant} (variant: a pick's chosen draft variant).
+function save(item, next, previous, undoEntry) {
   state.inflight.set(item.id, (state.inflight.get(item.id) || 0) + 1);
   paintTile(state.tiles[state.byId.get(item.id)], item);
+  const body = { prompt_ids: [item.id], decision: next.decision };
+  if (next.decision === "pick") body.variant = next.variant || 1;
   state.saveQueue = state.saveQueue.then(async () => {
     try {
-      await api("POST", `/api/campaigns/${state.campaign}/decisions`, { prompt_ids: [item.id], decision });
+      await api("POST", `/api/campaigns/${state.campaign}/decisions`, body);
     } catch (err) {
-      if (item.decision === decision) setDecision(item, previous);
+      if (item.decision === next.decision && item.variant === next.variant) {
+        setDecision(item, previous.decision, previous.variant);
+      }
       if (undoEntry) state.undo = state.undo.filter((e) => e !== undoEntry);
-      toast(`Not saved: ${item.id} is still "${previous}". ${err.message}`);
+      toast(`Not saved: ${item.id} is still "${previous.decision}". ${err.message}`);
     } finally {
       const left = (state.inflight.get(item.id) || 1) - 1;
       if (left) state.inflight.set(item.id, left);
@@ -667,13 +756,17 @@ async function poll() {
   data.items.forEach((fresh, index) => {
     const item = state.items[index];
     const keepDecision = (item.editedAt || 0) > since || state.inflight.get(item.id);
-    const before = JSON.stringify([item.draft, item.final, item.final_current, item.decision]);
+    const before = JSON.stringify([item.draft, item.final, item.final_current, item.decision, item.variant]);
     item.draft = fresh.draft;
     item.final = fresh.final;
     item.final_current = fresh.final_current;
     item.final_cost_usd = fresh.final_cost_usd;
-    if (!keepDecision) item.decision = fresh.decision;
-    if (JSON.stringify([item.draft, item.final, item.final_current, item.decision]) !== before) {
+    item.variants = fresh.variants;
+    if (!keepDecision) {
+      item.decision = fresh.decision;
+      item.variant = fresh.variant;
+    }
+    if (JSON.stringify([item.draft, item.final, item.final_current, item.decision, item.variant]) !== before) {
       paintTile(state.tiles[index], item);
       if (item === currentItem()) currentChanged = true;
     }
@@ -716,8 +809,10 @@ function onKey(event) {
     z: () => undo(),
     j: () => setPos(state.pos + 1),
     k: () => setPos(state.pos - 1),
-    ArrowRight: () => setPos(state.pos + 1),
-    ArrowLeft: () => setPos(state.pos - 1),
+    h: () => moveVariant(-1),
+    l: () => moveVariant(1),
+    ArrowRight: () => (event.shiftKey ? moveVariant(1) : setPos(state.pos + 1)),
+    ArrowLeft: () => (event.shiftKey ? moveVariant(-1) : setPos(state.pos - 1)),
     ArrowDown: () => setPos(state.pos + (state.viewer ? 1 : columns())),
     ArrowUp: () => setPos(state.pos - (state.viewer ? 1 : columns())),
     Home: () => setPos(0),
@@ -739,7 +834,10 @@ function onGridClick(event) {
   const tile = event.target.closest(".tile");
   if (!tile) return;
   const at = state.view.indexOf(Number(tile.dataset.i));
+  const variant = event.target.closest("img[data-v]");
+  if (variant) state.items[Number(tile.dataset.i)].shown = Number(variant.dataset.v);
   if (at >= 0) setPos(at, { scroll: false });
+  if (variant) paintTile(tile, state.items[Number(tile.dataset.i)]);
 }
 
 document.addEventListener("keydown", onKey);
