@@ -38,7 +38,7 @@ import dagster as dg
 from falassets import campaigns, settings
 from falassets.campaigns import Campaign, CampaignError
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import DRAFT, FINAL, RequestRow, freshness
+from falassets.lineage.passes import DRAFT, FINAL, RequestRow, chosen_reference, freshness
 from falassets.pipeline.assets.lookup import read_table_or_none
 from falassets.pipeline.assets.partitions import (
     campaign_partitions,
@@ -87,13 +87,18 @@ def not_yet_attempted(
     campaign: str,
     pass_name: str,
     wanted_inputs: dict[str, dict[str, Any]],
+    references: dict[str, str | None] | None = None,
 ) -> list[str]:
-    """Keys whose latest request in lineage was not for ``wanted_inputs[key]`` (or none)."""
+    """Keys whose latest request in lineage was not for ``wanted_inputs[key]`` (or none);
+    ``references``: a final's chosen draft variant per key (``lineage.passes.freshness``)."""
     latest = queries.latest_requests(campaign, pass_name)
+    refs = references or {}
     return [
         key
         for key, wanted in wanted_inputs.items()
-        if not freshness(wanted, RequestRow.of(latest.get((key, pass_name)))).attempted
+        if not freshness(
+            wanted, RequestRow.of(latest.get((key, pass_name))), reference=refs.get(key)
+        ).attempted
     ]
 
 
@@ -285,8 +290,11 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
         return dg.SkipReason("no new decisions")
     cursor.journal = journal
     by_campaign: dict[str, dict[str, str]] = {}
+    chosen = decisions.chosen_variants()  # another variant of a winner is a new decision
     for (campaign, prompt_id), decision in decisions.current_decisions().items():
-        by_campaign.setdefault(campaign, {})[prompt_id] = decision
+        variant = chosen.get((campaign, prompt_id), 1)
+        marked = f"{decision}:{variant}" if variant != 1 else decision
+        by_campaign.setdefault(campaign, {})[prompt_id] = marked
     instance = context.instance
     ordered = list(instance.get_dynamic_partitions("winner"))
     busy = keys_in_active_runs(instance, final_pass.name, ordered)
@@ -316,8 +324,15 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
             for pid in picked
         }
         new_winners += unregistered(instance, winner_partitions, wanted)
+        drafts = queries.latest_requests(campaign, DRAFT.name)
+        references = {  # a final refined from another variant than the chosen one is stale
+            key: chosen_reference(drafts.get((key, DRAFT.name)), chosen.get((campaign, pid), 1))
+            for pid, key in ((pid, campaigns.partition_key(campaign, pid)) for pid in picked)
+        }
         needed[campaign] = [
-            key for key in not_yet_attempted(campaign, FINAL.name, wanted) if key not in busy
+            key
+            for key in not_yet_attempted(campaign, FINAL.name, wanted, references)
+            if key not in busy
         ]
     ordered += [key for key in new_winners if key not in ordered]
     for campaign, keys_needed in needed.items():  # one campaign per run: its pass tags name it
