@@ -161,3 +161,24 @@ def test_runs_of_at_most_k_and_how_many_go_at_once() -> None:
     assert deployment.runs_at_once(40, 40, 25) == 4
     assert deployment.runs_at_once(3, 40, 5) == 3  # never more than there are runs
     assert deployment.runs_at_once(500, 1000, 1) == deployment.MAX_RUNS_AT_ONCE
+
+
+@pytest.mark.parametrize(
+    ("env", "fix"),
+    [
+        ({"FALASSETS_CELERY_BROKER": "redis://127.0.0.1:9/0"}, "FALASSETS_POSTGRES_URL is not set"),
+        ({"FALASSETS_POSTGRES_URL": "postgresql://db/x"}, "FALASSETS_CELERY_BROKER is not set"),
+    ],
+)
+def test_falassets_worker_without_its_deployment_stops_with_the_fix(
+    data_dir, monkeypatch, capsys, env, fix
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert main(["worker"]) == 2
+
+    error = capsys.readouterr().err
+    assert fix in error and "Fix:" in error and "Traceback" not in error
+    assert not (data_dir / "dagster_home").exists()  # nothing set up before the check
