@@ -19,6 +19,8 @@ from falassets.engine.intents import IntentLog
 from falassets_tests.engine.engine_support import lineage_rows, make_jobs, post_to_emulator
 from falassets_tests.engine.fault_support import outcomes_of, spawn_batch, wait_stopped
 
+pytestmark = pytest.mark.faults
+
 ENGINE = {"concurrency": 2, "backoff_base_s": 0.02, "backoff_cap_s": 0.2}
 
 
