@@ -69,17 +69,26 @@ def dagster_home() -> Path:
 AUTO_FINAL_MODES = ("rerun", "refine")
 
 
+def _choice(variable: str, allowed: tuple[str, ...], what: str, after: str = "") -> str:
+    """One of ``allowed`` from the environment (the first when unset), or ValueError naming
+    the variable, the values it takes and the fix."""
+    value = os.environ.get(variable, "").strip().lower() or allowed[0]
+    if value not in allowed:
+        options = " or ".join(allowed)
+        raise ValueError(
+            f"{variable}={value!r} is not {what}. Fix: set it to {options}, or unset it "
+            f"({allowed[0]}){', ' + after if after else ''}."
+        )
+    return value
+
+
 def auto_final_mode() -> str:
     """How the winners sensor renders newly picked winners (``FALASSETS_AUTO_FINAL_MODE``):
     ``rerun`` (default, the prompt again at high) or ``refine`` (the picked draft edited at
     high, keeping its composition). Raises ValueError naming the fix for anything else."""
-    mode = os.environ.get("FALASSETS_AUTO_FINAL_MODE", "").strip().lower() or "rerun"
-    if mode not in AUTO_FINAL_MODES:
-        raise ValueError(
-            f"FALASSETS_AUTO_FINAL_MODE={mode!r} is not a final mode. Fix: set it to rerun or "
-            "refine, or unset it (rerun), and restart `falassets dev`."
-        )
-    return mode
+    return _choice(
+        "FALASSETS_AUTO_FINAL_MODE", AUTO_FINAL_MODES, "a final mode", "and restart `falassets dev`"
+    )
 
 
 def fal_key() -> str | None:
@@ -142,13 +151,7 @@ def executor() -> str:
     """Where the steps of Dagster runs execute (``FALASSETS_EXECUTOR``): ``in_process`` (default:
     in the process that runs them, as always) or ``celery`` (on ``falassets worker`` hosts, through
     the broker ``FALASSETS_CELERY_BROKER``). Raises ValueError naming the fix for anything else."""
-    name = os.environ.get("FALASSETS_EXECUTOR", "").strip().lower() or "in_process"
-    if name not in EXECUTORS:
-        raise ValueError(
-            f"FALASSETS_EXECUTOR={name!r} is not an executor. Fix: set it to in_process or "
-            "celery, or unset it (in_process)."
-        )
-    return name
+    return _choice("FALASSETS_EXECUTOR", EXECUTORS, "an executor")
 
 
 def celery_broker() -> str:

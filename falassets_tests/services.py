@@ -63,6 +63,18 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"server did not listen on {port} in {START_TIMEOUT_S:.0f} s")
 
 
+def _stop(process: subprocess.Popen, directory: Path) -> None:
+    """SIGTERM, then SIGKILL after 30 s; then the server's files go."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     if found:
@@ -96,14 +108,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: postgres's "smart" shutdown
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        _stop(self.process, self.directory)  # SIGTERM: postgres's "smart" shutdown
 
 
 def start_postgres() -> PostgresServer:
@@ -174,14 +179,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        _stop(self.process, self.directory)
 
 
 def start_redis() -> RedisServer:
