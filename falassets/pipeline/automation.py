@@ -48,6 +48,7 @@ from falassets.pipeline.assets.partitions import (
     unregistered,
     winner_partitions,
 )
+from falassets.pipeline.deployment import split_runs
 from falassets.pipeline.jobs import (
     draft_pass,
     final_pass,
@@ -109,6 +110,12 @@ def _table(campaign: str) -> Campaign | None:
         return read_table_or_none(campaign)
     except (CampaignError, ValueError):
         return None
+
+
+def run_ranges(ordered: list[str], keys: Iterable[str]) -> list[list[str]]:
+    """The keys of each run a sensor requests: contiguous ranges of ``ordered``, cut into
+    runs of at most ``FALASSETS_PARTITIONS_PER_RUN`` keys as the launch path cuts them."""
+    return split_runs(contiguous_ranges(ordered, keys), settings.partitions_per_run())
 
 
 def _digest(value: Any) -> str:
@@ -180,7 +187,7 @@ def changed_campaign_files(cursor: FileCursor, log: Callable[[str], None]) -> li
 def draft_requests_for(
     instance: dg.DagsterInstance, campaign_names: Iterable[str], storage_id: int
 ) -> list[dg.RunRequest]:
-    """Draft runs for prompts never attempted at their current input, one per key range."""
+    """Draft runs for prompts never attempted at their current input (:func:`run_ranges`)."""
     ordered = instance.get_dynamic_partitions("prompt")
     busy = keys_in_active_runs(instance, draft_pass.name, ordered)
     requests = []
@@ -193,7 +200,7 @@ def draft_requests_for(
             for row in table.rows
         }
         needed = [key for key in not_yet_attempted(campaign, DRAFT.name, wanted) if key not in busy]
-        for keys in contiguous_ranges(ordered, needed):
+        for keys in run_ranges(ordered, needed):
             requests.append(
                 range_run_request(
                     keys,
@@ -336,7 +343,7 @@ def winners_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
         ]
     ordered += [key for key in new_winners if key not in ordered]
     for campaign, keys_needed in needed.items():  # one campaign per run: its pass tags name it
-        for keys in contiguous_ranges(ordered, keys_needed):
+        for keys in run_ranges(ordered, keys_needed):
             run_requests.append(
                 range_run_request(
                     keys,
