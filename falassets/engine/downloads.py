@@ -192,7 +192,10 @@ def _check_and_place(
     stem = output_stem(prompt_id, sha)
     thumb_name = f"thumbs/{stem}.jpg"
     if not folder.exists(thumb_name):
-        thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        # Box-reduce by the integer factor first (reducing_gap=1): ~10x less CPU than a full
+        # bicubic resample of the decoded image, alike at thumbnail size; every variant of
+        # every draft pays it on the engine's one image thread.
+        thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), reducing_gap=1.0)
         if thumb.mode not in ("RGB", "L"):
             background = Image.new("RGB", thumb.size, "white")
             rgba = thumb.convert("RGBA")
