@@ -75,13 +75,21 @@ def inspect_runs() -> dict[str, Any]:
 
     runs = []
     with dg.DagsterInstance.get() as instance:
-        for record in instance.get_run_records(dg.RunsFilter(job_name="draft_pass")):
+        for record in instance.get_run_records():
             run = record.dagster_run
             step_start = None
             event_s, handed = 0.0, 0
+            first: list[tuple[str, float]] = []  # what happened up to the first render's event
+            planned: tuple[float | None, float | None] = (None, None)  # first, last planned event
             for entry in instance.all_logs(run.run_id):
                 event = entry.dagster_event
-                if event is not None and event.event_type_value == "STEP_START":
+                kind = event.event_type_value if event else (entry.user_message or "")[:60]
+                if kind == "ASSET_MATERIALIZATION_PLANNED":
+                    planned = (planned[0] or entry.timestamp, entry.timestamp)
+                    continue
+                if not any(name == "ASSET_MATERIALIZATION" for name, _ in first):
+                    first.append((kind, entry.timestamp))
+                if kind == "STEP_START":
                     step_start = entry.timestamp
                 message = entry.user_message or ""
                 if message.startswith(EVENT_OVERHEAD_PREFIX):
@@ -91,6 +99,8 @@ def inspect_runs() -> dict[str, Any]:
                     handed += int(words[2])
             runs.append(
                 {
+                    "job": run.job_name,
+                    "planned": planned,
                     "created": record.create_timestamp.timestamp(),
                     "started": record.start_time,
                     "ended": record.end_time,
@@ -98,6 +108,7 @@ def inspect_runs() -> dict[str, Any]:
                     "status": run.status.value,
                     "event_s": event_s,
                     "materializations": handed,
+                    "first_events": first,
                 }
             )
     return {"runs": runs}
@@ -227,32 +238,36 @@ def measure(
         sim.reset()
         load_before = os.getloadavg()
         started = time.time()
-        out = subprocess.run(
+        command = subprocess.Popen(
             [
                 *(PY, "-m", "falassets.cli", "run", str(campaign), "--plain"),
                 *("--concurrency", str(args.limit)),
             ],
             env=env,
             cwd=launcher,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=RUN_TIMEOUT_S,
         )
+        assert command.stdout is not None
+        lines = [(time.time() - started, line) for line in command.stdout]  # when each came
+        command.wait(RUN_TIMEOUT_S)
         wall_s = time.time() - started
         load_after = os.getloadavg()
     finally:
         for host in hosts:
             host.stop()
     summary = f"{args.prompts} succeeded, 0 failed"
-    if out.returncode != 0 or summary not in out.stdout:
-        raise SystemExit(
-            f"{case}: falassets run failed ({out.returncode}):\n{out.stdout[-3000:]}"
-            f"\n{out.stderr[-3000:]}"
-        )
+    output = "".join(line for _, line in lines)
+    if command.returncode != 0 or summary not in output:
+        raise SystemExit(f"{case}: falassets run failed ({command.returncode}):\n{output[-3000:]}")
+    summary_s = next(t for t, line in lines if summary in line)
     inspected = subprocess.run(
         [PY, __file__, "--inspect"], env=env, capture_output=True, text=True, check=True
     )
-    runs = json.loads(inspected.stdout.strip().splitlines()[-1])["runs"]
+    every_run = json.loads(inspected.stdout.strip().splitlines()[-1])["runs"]
+    runs = [r for r in every_run if r["job"] == "draft_pass"]
+    prep = sorted((r for r in every_run if r["job"] != "draft_pass"), key=lambda r: r["created"])
     ledger = sim.ledger()
     done = [r for r in ledger["requests"] if r["outcome"] == "ok"]
     starts = [seconds(r["started_at"]) for r in done]
@@ -280,6 +295,7 @@ def measure(
         "mean_latency_s": mean_latency,
         "first_render_s": min(starts) - started,  # command start -> first render at fal
         "tail_s": started + wall_s - max(ends),  # last render done -> command exit
+        "summary_s": summary_s,  # command start -> its summary line
         "fal_busy": sum(latencies) / (args.limit * render_span),
         "startup_median_s": statistics.median(run_startups) if run_startups else float("nan"),
         "startup_max_s": max(run_startups, default=float("nan")),
@@ -287,6 +303,32 @@ def measure(
         "peak_running": ledger["peak_running"],
         "http_per_render": sum(v for k, v in ledger["http"].items() if k != "admin") / args.prompts,
         "load": [round(x, 1) for x in (*load_before, *load_after)],
+        # Seconds from the command's start, for a timeline (--json): each draft run's
+        # creation, step start and end, and each render at fal.
+        "timeline": {
+            "runs": [
+                [
+                    round(r[k] - started, 3) if r[k] else None
+                    for k in ("created", "step_start", "ended")
+                ]
+                for r in sorted(runs, key=lambda r: r["created"])
+            ],
+            "prep_runs": [
+                [r["job"], *(round(r[k] - started, 3) for k in ("created", "ended"))] for r in prep
+            ],
+            "planned": [
+                [round(t - started, 3) if t else None for t in r["planned"]]
+                for r in sorted(runs, key=lambda r: r["created"])
+            ],
+            "first_events": [
+                [(kind, round(t - started, 3)) for kind, t in r["first_events"]]
+                for r in sorted(runs, key=lambda r: r["created"])
+            ],
+            "renders": sorted(
+                [round(s - started, 3), round(e - started, 3)]
+                for s, e in zip(starts, ends, strict=True)
+            ),
+        },
     }
 
 
@@ -362,8 +404,9 @@ def main() -> int:
             began = time.monotonic()
             row = measure(case, args, sim, services, root)
             rows.append(row)
+            brief = {k: v for k, v in row.items() if k != "timeline"}
             print(
-                f"{case}: done in {time.monotonic() - began:.0f} s, {json.dumps(row, default=str)}",
+                f"{case}: done in {time.monotonic() - began:.0f} s, {json.dumps(brief)}",
                 file=sys.stderr,
                 flush=True,
             )
