@@ -116,13 +116,15 @@ def _fd_targets() -> tuple[str, str]:
     return os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2")
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["every-prompt", "keys-named"])
 def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
-    sim, data_dir, home, monkeypatch
+    sim, data_dir, home, monkeypatch, named: bool
 ) -> None:
     """FALASSETS_PARTITIONS_PER_RUN=2: seven prompts become four runs of at most two, going at
     once; every partition's success or failure (with its type) is exact, progress learns each
     run, and this process's stdout/stderr still point where they did (concurrent in-process
-    runs would leave them redirected into a run's compute log)."""
+    runs would leave them redirected into a run's compute log). Keys named by the caller (as
+    `falassets run` names them): the run processes start while `prompts` runs."""
     monkeypatch.setenv("FALASSETS_PARTITIONS_PER_RUN", "2")
     sim.configure(policy_word="forbidden")
     prompts = {f"ok_{i}": f"a red bicycle number {i}" for i in range(5)}
@@ -134,6 +136,7 @@ def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
     result = launch.run_pass(
         "spring",
         "draft",
+        partition_keys=[f"spring-{p}" for p in prompts] if named else None,
         launch_id="launch-k2",
         on_run_start=lambda run_id, keys: started.setdefault(run_id, list(keys)),
     )
