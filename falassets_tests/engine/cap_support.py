@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,21 @@ def terminate_cap_sessions(admin_url: str, database: str) -> int:
         (database,),
     )
     return sum(1 for (ended,) in rows if ended)
+
+
+def wait_cap_sessions_gone(admin_url: str, database: str, deadline_s: float = 60.0) -> None:
+    """Wait until the server has ended every cap session on ``database``. A client's close
+    returns before its server process has exited and dropped its advisory locks, so a holder
+    that just closed still looks alive for a moment (longer on a loaded machine)."""
+    deadline = time.monotonic() + deadline_s
+    while query(
+        admin_url,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = %s AND application_name = 'falassets-fal-cap'",
+        (database,),
+    )[0][0]:
+        assert time.monotonic() < deadline, f"cap sessions on {database} did not end"
+        time.sleep(0.01)  # polling the server's own view of its sessions, bounded above
 
 
 def slot_rows(url: str) -> list[tuple[Any, ...]]:

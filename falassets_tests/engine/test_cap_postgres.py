@@ -28,6 +28,7 @@ from falassets_tests.engine.cap_support import (
     rows_of,
     slot_rows,
     terminate_cap_sessions,
+    wait_cap_sessions_gone,
 )
 from falassets_tests.engine.engine_support import (
     FAST,
@@ -188,7 +189,7 @@ async def test_naming_a_request_another_live_process_counts_waits_and_takes_over
 
 
 async def test_closing_gives_back_unnamed_places_and_leaves_named_ones_to_be_watched(
-    url: str, tables: list[CapTable]
+    url: str, postgres: PostgresServer, tables: list[CapTable]
 ) -> None:
     a = await _open(tables, url, 3)
     slots = PostgresSlots(a, 3, render_timeout_s=GRACE, submit_timeout_s=1.0)
@@ -211,6 +212,7 @@ async def test_closing_gives_back_unnamed_places_and_leaves_named_ones_to_be_wat
     assert [r[2] for r in rows if r[1] is not None] == ["req-crash"]  # still at fal: kept
     assert all(r[1] is None for r in rows if r[0] == unnamed)
 
+    wait_cap_sessions_gone(postgres.admin_url, url.rsplit("/", 1)[1])  # a's lock is gone
     b = await _open(tables, url, 3)
     assert [o.request_id for o in await b.run(b.claim_orphans)] == ["req-crash"]
 
@@ -233,6 +235,7 @@ async def test_a_lost_database_stops_acquiring_and_names_the_host_not_the_passwo
     with pytest.raises(CapUnavailable):  # for good: no reconnect with half-known places
         await _acquire(a, 2)
     # Its session is gone, so its request is an orphan for the others: still counted.
+    wait_cap_sessions_gone(postgres.admin_url, database)  # terminated is not yet exited
     b = await _open(tables, url, 2)
     wait_for(lambda: len(slot_rows(url)) == 2, what="rows")
     assert [o.request_id for o in await b.run(b.claim_orphans)] == ["req-at-fal"]
