@@ -43,6 +43,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -178,6 +179,39 @@ def wait_for_workers(hosts: list[Host], broker: str) -> None:
             time.sleep(0.5)  # polling interval of a condition bounded by the deadline above
 
 
+# -- CPU ------------------------------------------------------------------------------------
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process, its live descendants and the children they reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:  # utime, stime, cutime, cstime
+            total += sum(int(v) for v in stats[pid][11:15]) / tick
+        todo += children.get(pid, [])
+    return total
+
+
+def cpu_now(sim: Any, services: dict[str, Any], hosts: list[Host]) -> dict[str, float]:
+    """CPU seconds so far of each long-lived part (the launching command is measured apart)."""
+    parts = {"emulator": tree_cpu_s(sim.pid)}
+    parts |= {name: tree_cpu_s(server.process.pid) for name, server in services.items()}
+    parts["workers"] = sum(tree_cpu_s(host.process.pid) for host in hosts if host.process)
+    return parts
+
+
 # -- one case ---------------------------------------------------------------------------------
 
 
@@ -237,6 +271,8 @@ def measure(
     try:
         sim.reset()
         load_before = os.getloadavg()
+        cpu_before = cpu_now(sim, services, hosts)
+        reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.time()
         command = subprocess.Popen(
             [
@@ -254,6 +290,15 @@ def measure(
         command.wait(RUN_TIMEOUT_S)
         wall_s = time.time() - started
         load_after = os.getloadavg()
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = {
+            name: value - cpu_before[name]
+            for name, value in cpu_now(sim, services, hosts).items()
+            if name != "workers" or hosts
+        }
+        cpu["launcher"] = (reaped.ru_utime + reaped.ru_stime) - (
+            reaped_before.ru_utime + reaped_before.ru_stime
+        )
     finally:
         for host in hosts:
             host.stop()
@@ -296,6 +341,9 @@ def measure(
         "first_render_s": min(starts) - started,  # command start -> first render at fal
         "tail_s": started + wall_s - max(ends),  # last render done -> command exit
         "summary_s": summary_s,  # command start -> its summary line
+        # CPU ms per render of each part (launcher: the falassets run command and its run
+        # processes; workers: the worker hosts' process trees)
+        "cpu_ms_per_render": {name: round(1000 * s / args.prompts, 1) for name, s in cpu.items()},
         "fal_busy": sum(latencies) / (args.limit * render_span),
         "startup_median_s": statistics.median(run_startups) if run_startups else float("nan"),
         "startup_max_s": max(run_startups, default=float("nan")),
@@ -348,6 +396,25 @@ def table(rows: list[dict[str, Any]], limit: int) -> str:
             f"| {r['first_render_s']:.1f} | {r['startup_median_s']:.1f}, {r['startup_max_s']:.1f} "
             f"| {r['ms_per_materialization']:.1f} | {r['peak_running']} "
             f"| {r['http_per_render']:.2f} | {r['load'][0]}, {r['load'][3]} |"
+        )
+    parts = ["launcher", "workers", "postgres", "redis", "emulator"]
+    lines += [
+        "",
+        "CPU ms per render (launcher: `falassets run` and its run processes; workers: the "
+        "worker hosts' trees). Pipeline = all but the emulator (fal is not on this machine); "
+        f"renders/s its CPU allows per core = 1000 / pipeline ms (fal's limit {limit} at the "
+        "mean latency allows limit / latency).",
+        "",
+        "| case | " + " | ".join(parts) + " | pipeline | renders/s per core | fal's renders/s |",
+        "|---|" + "---:|" * (len(parts) + 3),
+    ]
+    for r in rows:
+        cpu = r["cpu_ms_per_render"]
+        pipeline = sum(v for k, v in cpu.items() if k != "emulator")
+        cells = " | ".join(f"{cpu[p]:.1f}" if p in cpu else "-" for p in parts)
+        lines.append(
+            f"| {r['case']} (limit {limit}) | {cells} | {pipeline:.1f} "
+            f"| {1000 / pipeline:.1f} | {limit / r['mean_latency_s']:.1f} |"
         )
     return "\n".join(lines)
 
