@@ -326,12 +326,10 @@ def measure_review(args: argparse.Namespace, variants: int) -> None:
                 loads.append(grid)
                 visible.append((seen["at"], seen["count"]))
                 if attempt == args.loads - 1:
-                    for _ in range(args.moves):
-                        page.keyboard.press("j")
-                    presses = args.moves + (args.moves // 2 if variants > 1 else 0)
-                    for _ in range(presses - args.moves):  # L moves nothing on one variant
-                        page.keyboard.press("l")
-                    _wait(page, f"() => window.__bench.moves.length >= {presses} || null")
+                    keys = ["j"] * args.moves + ["l"] * (args.moves // 2 if variants > 1 else 0)
+                    for done, key in enumerate(keys, start=1):  # one at a time, as a person
+                        page.keyboard.press(key)
+                        _wait(page, f"() => window.__bench.moves.length >= {done} || null", 0.005)
                     recorded = page.evaluate("() => window.__bench.moves")
                     moves = [ms for key, ms in recorded if key == "j"]
                     variant_moves = [ms for key, ms in recorded if key == "l"]
@@ -362,7 +360,7 @@ def measure_review(args: argparse.Namespace, variants: int) -> None:
     print(f"\n{visible[-1][1]} thumbnails in the first viewport")
 
 
-def _wait(page: Any, expression: str, timeout_s: float = 120.0) -> Any:
+def _wait(page: Any, expression: str, every_s: float = 0.02, timeout_s: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         value = page.evaluate(expression)
@@ -370,7 +368,7 @@ def _wait(page: Any, expression: str, timeout_s: float = 120.0) -> Any:
             return value
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {expression[:60]}")
-        time.sleep(0.02)
+        time.sleep(every_s)
 
 
 def main() -> None:
