@@ -19,7 +19,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "falassets"
 #: in ``allowed`` would allow everything, so an allow-list is exact.
 ALLOWED_ONLY = {
     "sim": ("falassets.sim",),
-    "campaigns": ("falassets.campaigns", "falassets.settings", "falassets.engine.model"),
+    "campaigns": (
+        "falassets.campaigns",
+        "falassets.settings",
+        "falassets.atomic_files",
+        "falassets.engine.model",
+    ),
     # The render store: engine, pipeline, review and cli may import it; it imports settings.
     "storage": ("falassets.storage", "falassets.settings"),
 }

@@ -12,11 +12,11 @@ host of a deployment shares); ``--variants 1`` goes back to one draft.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from falassets import settings
+from falassets.atomic_files import write_text_atomically
 from falassets.campaigns.limits import MAX_VARIANTS
 
 DEFAULT_VARIANTS = 1  # today's behaviour: one draft per prompt
@@ -63,8 +63,4 @@ def record_default_variants(campaign: str, variants: int) -> None:
         recorded.pop(campaign, None)
     else:
         recorded[campaign] = variants
-    path = _path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(recorded, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_text_atomically(_path(), json.dumps(recorded, indent=1, sort_keys=True))

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from falassets import settings
+from falassets.atomic_files import write_text_atomically
 from falassets.cli.errors import UserError
 from falassets.lineage.passes import DEFAULT_CONCURRENCY
 
@@ -142,11 +143,7 @@ def _origins() -> dict[str, str]:
 def _remember_origin(campaign: str, source: Path) -> None:
     origins = _origins()
     origins[campaign] = str(source)  # as typed: a link re-pointed at a new export is the same
-    path = _origins_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(origins, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_text_atomically(_origins_path(), json.dumps(origins, indent=1, sort_keys=True))
 
 
 def read_only_ids(value: str | None) -> list[str] | None:

@@ -1,7 +1,6 @@
 """``campaign_report``: where a campaign stands, what it cost, and a contact sheet of drafts."""
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from falassets import campaigns, settings
+from falassets.atomic_files import replace_atomically
 from falassets.campaigns import Campaign
 from falassets.engine.jobs import TEXT_TO_IMAGE
 from falassets.engine.pricing import price_usd
@@ -142,18 +142,12 @@ def write_contact_sheets(figures: CampaignFigures) -> list[Path]:
         title = f"{figures.campaign}: drafts, page {number}/{len(pages)}"
         sheet = contact_sheet(tiles, title=title)
         path = directory / f"contact-sheet-{number:03d}.png"
-        _write_atomically(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
+        replace_atomically(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
         paths.append(path)
     for stale in directory.glob("contact-sheet-*.png"):
         if stale not in paths:
             stale.unlink(missing_ok=True)
     return paths
-
-
-def _write_atomically(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 @dg.asset(
@@ -176,7 +170,7 @@ def campaign_report(context: dg.AssetExecutionContext) -> None:
     summary = {k: v for k, v in asdict(figures).items() if k != "tiles"}
     summary["contact_sheets"] = [str(path) for path in sheets]
     report_json = reports_dir(table.name) / "report.json"
-    _write_atomically(report_json, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    replace_atomically(report_json, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     from PIL import Image
 
     with Image.open(sheets[0]) as first:
