@@ -1,8 +1,8 @@
 """A draft pass on two worker hosts (issue 13): whole run against the ideal, and Dagster's
 per-partition cost on Postgres beside SQLite's.
 
-    .venv/bin/python bench/bench_distributed.py --limit 10 --partitions-per-run 100
-    .venv/bin/python bench/bench_distributed.py --limit 40 --partitions-per-run 100
+    .venv/bin/python bench/bench_distributed.py --limit 10 --partitions-per-run 50
+    .venv/bin/python bench/bench_distributed.py --limit 40 --partitions-per-run 250
     .venv/bin/python bench/bench_distributed.py --prompts 100 --latency-low 0.3   # a quick look
 
 Cases, run one after the other in one invocation against the same emulator (queue mode,
@@ -33,6 +33,10 @@ Measured per case:
   bench_pipeline.py reads. For celery that line reaches the Postgres event log from the
   worker host.
 - peak running and HTTP requests per render from the emulator's ledger.
+- CPU ms per render of each part: the launching command with its run processes (reaped
+  children), the worker hosts' process trees, Postgres, Redis and the emulator (``/proc``).
+
+``--json FILE`` also writes each case's timeline (runs, planned events, renders at fal).
 
 Measured figures and the conditions they were taken in: bench/README.md.
 """
