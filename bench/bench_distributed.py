@@ -49,14 +49,11 @@ import math
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +61,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PY = sys.executable
+
+from falassets_tests.deploy.worker_hosts import Host  # noqa: E402 (after sys.path)
+
 WORKER_START_S = 300.0  # a worker imports Dagster and the definitions: slow on a loaded box
 RUN_TIMEOUT_S = 3600.0
 
@@ -120,53 +120,6 @@ def inspect_runs() -> dict[str, Any]:
 
 
 # -- worker hosts (as falassets_tests/deploy/test_two_hosts.py starts them) --------------------
-
-
-@dataclass
-class Host:
-    name: str
-    root: Path
-    env: dict[str, str]
-    concurrency: int
-    process: subprocess.Popen | None = None
-
-    @property
-    def node(self) -> str:
-        return f"{self.name}@{socket.gethostname()}"
-
-    def start(self) -> None:
-        for folder in ("tmp", "home", "work"):
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-        env = {
-            **self.env,
-            "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "TMPDIR": str(self.root / "tmp"),
-            "HOME": str(self.root / "home"),
-        }
-        with (self.root / "worker.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *(PY, "-m", "falassets.cli", "worker"),
-                    *("--concurrency", str(self.concurrency), "--name", self.name),
-                ],
-                env=env,
-                cwd=self.root / "work",
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        """SIGTERM to the host's process group (Celery finishes its steps), then SIGKILL."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
 
 
 def wait_for_workers(hosts: list[Host], broker: str) -> None:

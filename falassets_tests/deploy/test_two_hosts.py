@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from falassets.sim.control import SimProcess
+from falassets_tests.deploy.worker_hosts import Host
 
 PROMPTS = 200
 PER_RUN = 25
@@ -34,75 +34,6 @@ LOST_AFTER_S = 10  # how long a silent worker keeps its step (FALASSETS_CELERY_W
 START_S = 180.0  # a worker imports Dagster and the definitions: slow on a loaded 2-core box
 RUN_S = 420.0
 PY = sys.executable
-
-
-def group_pids(pgid: int) -> set[int]:
-    """Every live process in a process group (a host's whole tree: it runs in its own session)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                found.add(int(entry.name))
-    return found
-
-
-@dataclass
-class Host:
-    name: str
-    root: Path
-    env: dict[str, str]
-    process: subprocess.Popen | None = None
-    pids: set[int] | None = None  # the tree's pids, as last seen alive
-
-    @property
-    def node(self) -> str:
-        return f"{self.name}@{socket.gethostname()}"
-
-    def start(self) -> None:
-        for folder in ("tmp", "home", "work"):
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-        env = {
-            **self.env,
-            "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "TMPDIR": str(self.root / "tmp"),
-            "HOME": str(self.root / "home"),
-        }
-        with (self.root / "worker.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [PY, "-m", "falassets.cli", "worker", "--concurrency", "1", "--name", self.name],
-                env=env,
-                cwd=self.root / "work",
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def remember_pids(self) -> set[int]:
-        if self.process is not None and self.process.poll() is None:
-            self.pids = group_pids(self.process.pid) | (self.pids or set())
-        return self.pids or set()
-
-    def kill(self) -> None:
-        """SIGKILL the host's whole process tree at once."""
-        assert self.process is not None
-        self.remember_pids()
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
 
 
 @dataclass
