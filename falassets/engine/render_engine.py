@@ -33,7 +33,12 @@ from falassets.engine.limiter import AdaptiveLimiter, CapUnavailable
 from falassets.engine.model import resolve_size
 from falassets.engine.orphan_holds import OrphanHolds, OrphanPolicy
 from falassets.engine.pricing import billed_usd, estimate
-from falassets.engine.queue_client import AmbiguousSubmit, QueueClient, QueuedRequest
+from falassets.engine.queue_client import (
+    AmbiguousSubmit,
+    FinalStatus,
+    QueueClient,
+    QueuedRequest,
+)
 from falassets.engine.records import PriorWork, RequestJournal, new_row, resumed_row
 from falassets.engine.retry import (
     TLS_UNTRUSTED,
@@ -598,12 +603,12 @@ class RenderEngine:
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
             self._prior.known_request_ids.add(request.request_id)
-            final = await self._wait(job, row, request, started + self.config.render_timeout_s)
+            waited = await self._wait(job, row, request, started + self.config.render_timeout_s)
         # Once fal says COMPLETED the request no longer counts against the account's limit:
         # fetch and download outside the slot, so the next submit does not wait on them.
-        if final is not None:
-            return final
-        return await self._fetch(job, row, request, started)
+        if isinstance(waited, _Attempt):
+            return waited
+        return await self._fetch(job, row, request, started, waited)
 
     async def _look_up(self, job: RenderJob, since: datetime, *, patient: bool = True) -> _LookUp:
         """Find a (maybe) accepted submit in fal's history. While the history cannot answer
@@ -676,15 +681,16 @@ class RenderEngine:
         deadline = started + self.config.render_timeout_s
         # a resumed request is at fal too
         async with self.orphans.slot_for(request.request_id, request.status_url):
-            final = await self._wait(job, row, request, deadline)
-        if final is not None:
-            return final
-        return await self._fetch(job, row, request, started)
+            waited = await self._wait(job, row, request, deadline)
+        if isinstance(waited, _Attempt):
+            return waited
+        return await self._fetch(job, row, request, started, waited)
 
     async def _wait(
         self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, deadline: float
-    ) -> _Attempt | None:
-        """None when fal says COMPLETED (fetch the result next), else the final attempt.
+    ) -> _Attempt | FinalStatus | None:
+        """fal's COMPLETED status (fetch the result next; None when only a cancel's
+        ``ALREADY_COMPLETED`` said so), else the final attempt.
 
         ``render_timeout_s`` counts from when fal reports the request IN_PROGRESS (the row's
         ``started_at``): a queueing fal's line is not the model hanging. ``deadline`` (a
@@ -707,7 +713,7 @@ class RenderEngine:
 
                 final = await self.queue.wait_until_done(request, on_update=on_update)
             _mark_ran(row, final.metrics.get("inference_time"))
-            return None
+            return final
         except TimeoutError:
             answer = await self._cancel(request)
             if answer == "already_completed":
@@ -749,7 +755,12 @@ class RenderEngine:
             return f"failed ({failure.error_type})"
 
     async def _fetch(
-        self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, started: float
+        self,
+        job: RenderJob,
+        row: dict[str, Any],
+        request: QueuedRequest,
+        started: float,
+        final: FinalStatus | None,
     ) -> _Attempt:
         """Collect a request fal reported COMPLETED: its result, then its output.
 
@@ -758,7 +769,7 @@ class RenderEngine:
         left pending with the reason: the next run collects it. Submitting again would bill
         the same input twice."""
         for retry in range(1, self.config.retry_budget + 1):
-            step = await self._collect(job, row, request, started)
+            step = await self._collect(job, row, request, started, final)
             if not isinstance(step, Failure):
                 return step
             if retry < self.config.retry_budget:
@@ -774,7 +785,12 @@ class RenderEngine:
         return _Attempt(row, "failed", step)
 
     async def _collect(
-        self, job: RenderJob, row: dict[str, Any], request: QueuedRequest, started: float
+        self,
+        job: RenderJob,
+        row: dict[str, Any],
+        request: QueuedRequest,
+        started: float,
+        final: FinalStatus | None,
     ) -> _Attempt | Failure:
         """One try at the result and its output: the final attempt, or an UNCOLLECTED
         failure that says nothing about the request (try again later)."""
@@ -785,7 +801,7 @@ class RenderEngine:
             failure = self._classify(error)
             if failure.action is Action.AUTH:
                 raise FalAuthError(failure.message, failure.error_type) from None
-            if is_transport_failure(error):
+            if is_transport_failure(error) or _fetch_failed(failure, final):
                 return replace(failure, action=Action.UNCOLLECTED)
             billed = 0.0
             if isinstance(error, FalClientHTTPError):
@@ -1030,6 +1046,18 @@ def _billable_units(raw: str | None) -> float | None:
     except ValueError:
         return None
     return units if units is not None and math.isfinite(units) and units >= 0 else None
+
+
+def _fetch_failed(failure: Failure, final: FinalStatus | None) -> bool:
+    """Whether a retryable (5xx) result answer is our GET failing, not the request's outcome.
+
+    fal answers a failed request's result with the model's error (5xx outcomes are not
+    billed, so resubmitting is safe), but it also said so in the COMPLETED status. A status
+    without an error means the request succeeded and was billed: a 5xx then is the result
+    GET's own failure, and resubmitting would bill the input twice. Without a status (only a
+    cancel's ALREADY_COMPLETED said it finished) the fetch is retried too: the next run's
+    status look settles which it was."""
+    return failure.action is Action.RETRY and (final is None or final.error is None)
 
 
 def _is_expiry(status: int, failure: Failure) -> bool:

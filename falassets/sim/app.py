@@ -396,6 +396,10 @@ class SimApp:
             return self._early_result(request, sim, headers)
         if sim.expires_at is not None and time.time() >= sim.expires_at:
             return self._expired_result(headers)
+        if sim.outcome == "ok" and sim.result_gets < self.scheduler.config.result_5xx:
+            sim.result_gets += 1  # knob result_5xx: the GET fails, the request did not
+            body = {"detail": "Internal server error", "error_type": "internal_error"}
+            return json_response(body, 500, {**headers, "x-fal-error-type": "internal_error"})
         status, body, extra = self._outcome_response(request, sim)
         return json_response(body, status, {**headers, **extra})
 

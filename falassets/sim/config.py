@@ -91,6 +91,10 @@ class SimConfig:
     early_result: str = "400_in_progress"
     expired_result: str = "404_expired"
     cancel_codes: str = "reported"
+    #: How many result GETs of each *successful* request answer 500 ``internal_error`` before
+    #: the output is served: fal documents a result as the output or the model's own error,
+    #: never a failing GET of a request whose COMPLETED status carried no error.
+    result_5xx: int = 0
     #: Seconds (times time_scale) a result stays readable after completion; fal keeps ~1 h.
     result_ttl: float = 3600.0
     #: Seconds sent as Retry-After on 429s (fal sends none; None = omit the header).
@@ -107,6 +111,7 @@ class SimConfig:
                 )
         _check_int("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
         _check_int("ingress_burst", self.ingress_burst, 0, 1_000_000)
+        _check_int("result_5xx", self.result_5xx, 0, 1_000_000)
         _check_number("time_scale", self.time_scale, 0.0, MAX_TIME_SCALE, low_open=True)
         for name in ("latency_low", "latency_medium", "latency_high", "result_ttl"):
             _check_number(name, getattr(self, name), 0.0, MAX_SECONDS)
@@ -144,7 +149,7 @@ class SimConfig:
         }.get(quality, self.latency_high)
 
 
-INT_KNOBS = ("concurrency", "seed", "ingress_burst")
+INT_KNOBS = ("concurrency", "seed", "ingress_burst", "result_5xx")
 STR_KNOBS = ("policy_word", *CHOICES)
 OPTIONAL_KNOBS = ("retry_after", "valid_key")
 BOOL_KNOBS = ("history_paused", "history_finished_only")
@@ -238,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy-word", default=defaults.policy_word, help="prompt word that is refused")
     add("--ingress-burst", type=int, default=defaults.ingress_burst, help="503s per SIM_503")
     add("--history-paused", action="store_true", help="history lists no new request yet")
+    add("--result-5xx", type=int, default=0, help="500s on each good result's first GETs")
     add("--result-ttl", type=float, default=defaults.result_ttl, help="s (scaled) results live")
     add("--retry-after", type=float, default=None, help="send Retry-After (s) on 429s")
     add("--history", choices=HISTORY_MODES, default=defaults.history, help="request history")

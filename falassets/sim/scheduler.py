@@ -71,6 +71,7 @@ class SimRequest:
     start_deadline: float | None = None
     submit_lost: bool = False
     polls: int = 0
+    result_gets: int = 0  # of a successful result (knob result_5xx)
     behind_history: bool = False  # submitted while history was paused (config.history_paused)
     waiters: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
