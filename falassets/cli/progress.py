@@ -3,7 +3,8 @@
 Where the figures come from, without any channel of our own between the run and the CLI:
 - *done*: the run's ``ASSET_MATERIALIZATION`` events in DAGSTER_HOME (exact; reused renders
   count too, as they materialise their partitions);
-- *in flight*, *failed so far* and *spend*: the request journals the engine appends to
+- *in flight* (split into running and waiting in fal's queue, as fal last said), *failed so
+  far* and *spend*: the request journals the engine appends to
   (``settings.journal_dir()``), filtered by the run ids of this pass and read incrementally
   (only the bytes appended since the last look).
 Both are written by the run whether it executes in this process or in a step subprocess.
@@ -121,11 +122,14 @@ class PassWatcher:
     def _snapshot(self) -> Progress:
         latest_by_key: dict[str, dict[str, Any]] = {}
         in_flight = 0
+        at_fal = {"IN_QUEUE": 0, "IN_PROGRESS": 0}
         spend = 0.0
         for row in self._requests.values():
             spend += float(row.get("cost_usd") or 0.0)
             if row.get("status") == "pending":
                 in_flight += 1
+                if row.get("fal_status") in at_fal:
+                    at_fal[row["fal_status"]] += 1
             key = row.get("partition_key")
             current = latest_by_key.get(key)
             if current is None or str(row.get("recorded_at", "")) >= str(
@@ -146,6 +150,8 @@ class PassWatcher:
             queued=max(0, self.total - done - failed - in_flight),
             spend_usd=round(spend, 6),
             elapsed_s=time.monotonic() - self.started,
+            waiting_at_fal=at_fal["IN_QUEUE"],
+            running_at_fal=at_fal["IN_PROGRESS"],
         )
 
 

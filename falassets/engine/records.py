@@ -80,7 +80,17 @@ def resumed_row(job: RenderJob, prior: dict[str, Any], *, simulated: bool) -> di
         simulated=simulated,
         attempt=int(prior.get("attempt") or 1),
     )
-    for name in ("request_id", "submitted_at", "status_url", "response_url", "cancel_url"):
+    # started_at too: its render deadline counts from when fal began running it
+    for name in (
+        "request_id",
+        "submitted_at",
+        "started_at",
+        "queued_s",
+        "fal_status",
+        "status_url",
+        "response_url",
+        "cancel_url",
+    ):
         row[name] = prior.get(name)
     row["status"] = "pending"
     return row

@@ -710,6 +710,12 @@ class RenderEngine:
                     if state == "IN_PROGRESS":
                         _mark_started(row)
                     timeout.reschedule(loop.time() + limit)
+                    if row.get("fal_status") != state:
+                        # Waiting in fal's queue or running: progress displays in other
+                        # processes (the CLI's) read it from the journal. Queued on the
+                        # journal's one thread, so it lands before this request's next row.
+                        row["fal_status"] = state
+                        self._journal_thread.submit(self.journal.write, self._snapshot(row))
 
                 final = await self.queue.wait_until_done(request, on_update=on_update)
             _mark_ran(row, final.metrics.get("inference_time"))
@@ -938,10 +944,14 @@ class RenderEngine:
         return text
 
     async def _write(self, row: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._journal_thread, self.journal.write, self._snapshot(row))
+
+    def _snapshot(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as the journal gets it: a copy, its error message redacted."""
         if row.get("error_message"):
             row["error_message"] = self._redact(str(row["error_message"]))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._journal_thread, self.journal.write, dict(row))
+        return dict(row)
 
 
 def _mark_started(row: dict[str, Any], *, ran_s: float = 0.0) -> None:
@@ -956,6 +966,7 @@ def _mark_started(row: dict[str, Any], *, ran_s: float = 0.0) -> None:
 
 def _mark_ran(row: dict[str, Any], inference_s: Any) -> None:
     """fal's own ``inference_time`` dates the start better than a status sighting."""
+    row["fal_status"] = "COMPLETED"
     if isinstance(inference_s, int | float) and 0 <= inference_s < 86_400:
         _mark_started(row, ran_s=float(inference_s))
 

@@ -28,6 +28,9 @@ REQUEST_COLUMNS: dict[str, str] = {
     "completed_at": "TIMESTAMPTZ",
     "latency_s": "DOUBLE",  # submit to result
     "queued_s": "DOUBLE",  # submit to started_at: time spent waiting in fal's queue
+    # What fal last said while we waited: IN_QUEUE (the account's limit is reached),
+    # IN_PROGRESS, COMPLETED; null before the first look (pending rows show the running level)
+    "fal_status": "VARCHAR",
     "output_url": "VARCHAR",  # where fal served the output (refine passes it back to fal)
     "image_path": "VARCHAR",  # the output's local path (plain folder), else its URI
     "image_uri": "VARCHAR",  # where the output is stored: file:///..., s3://..., gs://...

@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from falassets.cli.progress import PassWatcher
 from falassets.engine.progress import format_progress
 from falassets.engine.render_engine import Progress
 from falassets.pipeline.resources import FalRenderer
-from falassets_tests.engine.engine_support import FAST, lineage_rows, make_jobs
+from falassets_tests.engine.engine_support import FAST, lineage_rows, make_jobs, wait_for
+from falassets_tests.engine.fault_support import spawn_batch
 
 
 async def test_queue_wait_does_not_count_against_the_render_timeout(sim, data_dir: Path) -> None:
@@ -39,3 +41,25 @@ async def test_queue_wait_does_not_count_against_the_render_timeout(sim, data_di
     assert any(
         "1 running" in format_progress(p) and "in fal's queue" in format_progress(p) for p in seen
     )
+
+
+def test_the_cli_progress_tells_running_from_waiting_at_fal(sim, data_dir: Path) -> None:
+    """`falassets run` follows a run from another process through the journals: they carry
+    what fal last said of each pending request, so its bar shows the level fal grants."""
+    # At the suite's time scale (0.01) one runs for 40+ s and two wait behind it
+    sim.configure(concurrency=1, latency_low=6000.0)
+    jobs = make_jobs(3, tag="split")
+    watcher = PassWatcher("draft_renders", len(jobs))
+    watcher.add_run("split-run", [job.partition_key for job in jobs])
+    child = spawn_batch(jobs, run_id="split-run", concurrency=3, render_timeout_s=600, **FAST)
+    try:
+        progress = wait_for(
+            lambda: (p := watcher.poll()).running_at_fal == 1 and p.waiting_at_fal == 2 and p,
+            timeout=60,
+            what="one request running at fal and two in its queue, in the CLI's progress",
+        )
+    finally:
+        child.kill()
+        child.communicate()
+    assert progress.in_flight == 3
+    assert "(1 running, 2 in fal's queue)" in format_progress(progress)
