@@ -15,11 +15,23 @@ from falassets.pipeline.assets.prompts import prompts
 from falassets.pipeline.assets.reports import campaign_report
 from falassets.pipeline.assets.selections import review_selections
 
-prompts_pass = dg.define_asset_job("prompts_pass", selection=[prompts])
+#: The campaign's bookkeeping steps (read the campaign file, record decisions, write the
+#: report) are one small step each over the shared data directory: they run in their run's own
+#: process whatever executor the deployment gives the renders. Sent through a broker to a
+#: worker host, the `prompts` step waited 4-6 s for ~0.4 s of work (bench/README.md, issue 13).
+BOOKKEEPING_EXECUTOR = dg.in_process_executor
+
+prompts_pass = dg.define_asset_job(
+    "prompts_pass", selection=[prompts], executor_def=BOOKKEEPING_EXECUTOR
+)
 draft_pass = dg.define_asset_job("draft_pass", selection=[draft_renders])
-review_pass = dg.define_asset_job("review_pass", selection=[review_selections])
+review_pass = dg.define_asset_job(
+    "review_pass", selection=[review_selections], executor_def=BOOKKEEPING_EXECUTOR
+)
 final_pass = dg.define_asset_job("final_pass", selection=[final_renders])
-report_pass = dg.define_asset_job("report_pass", selection=[campaign_report])
+report_pass = dg.define_asset_job(
+    "report_pass", selection=[campaign_report], executor_def=BOOKKEEPING_EXECUTOR
+)
 
 #: Which campaign and pass a render run is for (every launcher tags its runs so).
 CAMPAIGN_TAG = "falassets/campaign"

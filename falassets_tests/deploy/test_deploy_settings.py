@@ -29,7 +29,8 @@ DEPLOY_ENV = (
 PROBE = """
 import json
 from falassets.pipeline.definitions import defs
-jobs = {name: defs.resolve_job_def(name).executor_def.name for name in ("draft_pass", "final_pass")}
+names = ("draft_pass", "final_pass", "prompts_pass", "review_pass", "report_pass")
+jobs = {name: defs.resolve_job_def(name).executor_def.name for name in names}
 assets = {key.to_user_string(): node.backfill_policy.max_partitions_per_run
           for key, node in ((k, defs.resolve_asset_graph().get(k))
           for k in defs.resolve_asset_graph().get_all_asset_keys())
@@ -62,9 +63,15 @@ def _definitions(**env: str) -> dict:
 
 def test_the_environment_chooses_executor_and_run_size_and_the_default_is_unchanged() -> None:
     default = _definitions()
-    assert default["jobs"] == {"draft_pass": "multi_or_in_process_executor"} | {
-        "final_pass": "multi_or_in_process_executor"
+    bookkeeping = {"prompts_pass": "in_process", "review_pass": "in_process"} | {
+        "report_pass": "in_process"
     }
+    assert (
+        default["jobs"]
+        == {"draft_pass": "multi_or_in_process_executor"}
+        | {"final_pass": "multi_or_in_process_executor"}
+        | bookkeeping
+    )
     assert default["assets"] == {"draft_renders": None, "final_renders": None}  # single run
 
     chosen = _definitions(
@@ -72,7 +79,8 @@ def test_the_environment_chooses_executor_and_run_size_and_the_default_is_unchan
         FALASSETS_CELERY_BROKER="redis://127.0.0.1:9/0",
         FALASSETS_PARTITIONS_PER_RUN="25",
     )
-    assert chosen["jobs"] == {"draft_pass": "celery", "final_pass": "celery"}
+    # renders go to the worker hosts; the campaign's small bookkeeping steps stay in their run
+    assert chosen["jobs"] == {"draft_pass": "celery", "final_pass": "celery"} | bookkeeping
     assert chosen["assets"] == {"draft_renders": 25, "final_renders": 25}
 
 
