@@ -19,6 +19,7 @@ from falassets import settings
 from falassets.cli.errors import UserError
 from falassets.cli.table import cell, format_table
 from falassets.lineage.request_record import RequestRecord, find_request, unknown_request_message
+from falassets.lineage.variants import request_images
 
 #: Input strings longer than this (a refine's data URI, a long prompt) are shortened on screen.
 LONG_STRING = 300
@@ -148,16 +149,21 @@ def _cost_text(row: dict[str, Any]) -> str:
 
 
 def _file_lines(row: dict[str, Any]) -> list[str]:
+    """Every output image (one per variant), each checked against the render store."""
+    images = request_images(row)
     lines: list[str] = []
-    image = row.get("image_path")
-    if image:
-        lines.append(_line("image", f"{image}  {_file_state(image, row.get('sha256'))}"))
-        size = f"{row['width']}x{row['height']} · " if row.get("width") else ""
-        lines.append(_line("", f"{size}sha256 {row.get('sha256') or '-'}"))
-    labels = {"image_uri": "stored at", "thumbnail_path": "thumbnail", "output_url": "fal's output"}
-    for name, label in labels.items():  # image_uri: once the render store records it
-        if row.get(name) and row.get(name) != image:
-            lines.append(_line(label, row[name]))
+    for image in images:
+        location = image.get("image_path") or image.get("image_uri")
+        label = "image" if len(images) == 1 else f"variant {image['variant']}"
+        lines.append(_line(label, f"{location}  {_file_state(location, image.get('sha256'))}"))
+        size = f"{image['width']}x{image['height']} · " if image.get("width") else ""
+        lines.append(_line("", f"{size}sha256 {image.get('sha256') or '-'}"))
+        labels = {"image_uri": "stored at", "thumbnail_path": "thumbnail"}
+        for name, name_label in labels.items():  # image_uri: once the render store records it
+            if image.get(name) and image.get(name) != location:
+                lines.append(_line(name_label, image[name]))
+    if row.get("output_url"):
+        lines.append(_line("fal's output", row["output_url"]))
     return lines or [_line("files", "none (no output was downloaded)")]
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from falassets.engine.jobs import RenderOutcome
 from falassets.lineage.decisions import record_decisions
+from falassets.lineage.variants import request_images
 from falassets.sim.control import SimProcess
 from falassets_tests.cli.test_cli_support import run_cli
-from falassets_tests.engine.engine_support import make_jobs, render_all
+from falassets_tests.engine.engine_support import lineage_rows, make_jobs, render_all
 
 
 def render_one(words: str = "", **overrides) -> RenderOutcome:
@@ -97,3 +99,27 @@ def test_a_failed_request_shows_its_error_and_the_other_attempts_of_its_job(
     attempt_lines = [line for line in out.splitlines() if completed_id in line]
     assert attempt_lines and "completed" in attempt_lines[0]
     assert "files           none (no output was downloaded)" in out
+
+
+def test_every_variant_of_a_request_is_listed_and_checked(
+    sim: SimProcess, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (job,) = make_jobs(1, tag="trio")
+    job = replace(job, input={**job.input, "num_images": 3})
+    (outcome,) = asyncio.run(render_all([job]))
+    assert outcome.ok
+    (row,) = (r for r in lineage_rows().values() if r["request_id"] == outcome.request_id)
+    images = request_images(row)
+    assert [image["variant"] for image in images] == [1, 2, 3]
+    Path(images[1]["image_path"]).write_bytes(b"tampered")  # variant 2 only
+
+    code, out, err = run_cli(capsys, "show", outcome.request_id, "--no-fal")
+
+    assert code == 0, err
+    for image in images:
+        state = (
+            "CHANGED since it was recorded" if image["variant"] == 2 else "present, sha256 matches"
+        )
+        assert f"variant {image['variant']}       {image['image_path']}  ({state})" in out
+        assert f"sha256 {image['sha256']}" in out
+        assert f"thumbnail       {image['thumbnail_path']}" in out
