@@ -5,8 +5,10 @@ The engine appends ``sent`` before the POST and ``resolved`` once the outcome of
 journalled (a request row, or certainty that nothing was accepted). A ``sent`` without a
 ``resolved`` therefore means a process died mid-submit: the next run looks that input up in
 fal's request history before submitting it again. The notes live under ``state_dir()`` (not
-in the lineage folder) because they are bookkeeping, not lineage. They are not fsynced: a
-SIGKILL keeps the kernel's copy; only power loss could drop one, in a window of milliseconds.
+in the lineage folder) because they are bookkeeping, not lineage. A ``sent`` note is fsynced
+before the POST goes out: a SIGKILL keeps the kernel's copy anyway, but a host that loses
+power (or an NFS client's cache of a shared volume) would drop it, and the next run would
+submit the input again. A lost ``resolved`` note only costs a history look-up.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class IntentLog:
     def sent(self, job_key: str, run_id: str = "") -> str:
         intent_id = uuid.uuid4().hex
         line = {"intent": intent_id, "phase": "sent", "job_key": job_key, "sent_at": utc_now()}
-        self._journal.append({**line, "run_id": run_id}, durable=False)
+        self._journal.append({**line, "run_id": run_id}, durable=True)
         return intent_id
 
     def resolved(self, intent_id: str) -> None:

@@ -539,7 +539,10 @@ class RenderEngine:
                 raise _Stop()
             sent_at = datetime.now(UTC)
             row["submitted_at"] = sent_at.isoformat(timespec="microseconds")
-            intent = self.intents.sent(job.key, self.run_id)
+            # on disk before the POST; fsynced on the journal's thread, not the event loop
+            intent = await asyncio.get_running_loop().run_in_executor(
+                self._journal_thread, self.intents.sent, job.key, self.run_id
+            )
             started = time.monotonic()
             try:
                 self.submits += 1
