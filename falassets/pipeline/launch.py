@@ -667,11 +667,11 @@ def write_launch_result(launch_id: str, result: Mapping[str, Any]) -> None:
     """Record how a background launch ended (atomically: readers never see half a file)."""
     import json
 
-    path = launch_log_path(launch_id).with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(dict(result), indent=1))
-    os.replace(temporary, path)
+    from falassets.atomic_files import write_text_atomically
+
+    write_text_atomically(
+        launch_log_path(launch_id).with_suffix(".json"), json.dumps(dict(result), indent=1)
+    )
 
 
 def launch_result(launch_id: str) -> dict[str, Any] | None:
