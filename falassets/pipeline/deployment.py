@@ -37,9 +37,27 @@ POSTGRES_DAGSTER_YAML = """\
 telemetry:
   enabled: false
 
-# Runs, event log and schedules in the deployment's Postgres (the fal cap shares it).
-storage:
-  postgres:
+# Runs, event log and schedules in the deployment's Postgres (the fal cap shares it). The
+# event log is dagster-postgres's, writing a run's planned events in one statement
+# (falassets/pipeline/event_log_postgres.py); batch_writes: false gives dagster-postgres's own
+# writes back, as does its one-block form: storage: {postgres: {postgres_url: ...}}.
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+  config:
+    postgres_url:
+      env: FALASSETS_POSTGRES_URL
+event_log_storage:
+  module: falassets.pipeline.event_log_postgres
+  class: BatchedPostgresEventLogStorage
+  config:
+    postgres_url:
+      env: FALASSETS_POSTGRES_URL
+    batch_writes: true
+schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+  config:
     postgres_url:
       env: FALASSETS_POSTGRES_URL
 

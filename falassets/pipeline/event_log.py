@@ -8,9 +8,11 @@ waited ~16 s before the first render. Here the batch is two transactions (run sh
 shard), storing exactly the rows the one-by-one path stores, so partition status (and the
 UI's "failed and missing" filter) is unchanged. Anything else falls back to Dagster's path.
 
-Opt-in, and the only falassets module that touches Dagster's private API (the subclass and
-the index-shard helpers below change without notice between Dagster minor versions, which is
-why pyproject pins ``dagster<1.14``). A home uses it only when its ``dagster.yaml`` says so::
+Opt-in, and with its Postgres twin (:mod:`falassets.pipeline.event_log_postgres`, which shares
+the batching rule below) the only falassets module that touches Dagster's private API (the
+subclass and the index-shard helpers below change without notice between Dagster minor
+versions, which is why pyproject pins ``dagster<1.14``). A home uses it only when its
+``dagster.yaml`` says so::
 
     event_log_storage:
       module: falassets.pipeline.event_log
@@ -34,7 +36,7 @@ from typing import Any
 
 from dagster import Field, StringSource
 
-# Dagster's private API: allowed here and nowhere else in falassets (a test enforces it).
+# Dagster's private API: allowed here and in event_log_postgres only (a test enforces it).
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -75,11 +77,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     ):
         self.batch_writes = batch_writes
         if batch_writes:
-            # Dagster buffers batchable events only when this is set, and reads it per event in
-            # whichever process holds the instance (CLI, webserver, daemon, run worker): every
-            # one of them builds this storage first, so the home's dagster.yaml alone turns it
-            # on. A value the user chose (0 disables batching) is kept.
-            os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+            turn_on_batching()
         super().__init__(base_dir=event_log_directory(dagster_home), inst_data=inst_data)
 
     @classmethod
@@ -96,7 +94,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        if not self.batch_writes or not _batchable(events):
+        if not self.batch_writes or not batchable(events):
             super().store_event_batch(events)
             return
         statements = [self.prepare_insert_event(event) for event in events]
@@ -110,18 +108,32 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 with db_result(conn, statement) as result:
                     event_ids.append(result.inserted_primary_key[0])
             self._store_asset_event_tags(conn, events, event_ids)
-            # Each event type sets its own columns of the asset's row, so writing the last
-            # event of each (asset, type), in batch order, leaves what writing every event in
-            # turn would (dagster-postgres keeps only the last event, too).
-            latest: dict[tuple[str, DagsterEventType], int] = {}
-            for index, event in enumerate(events):
-                dagster_event = event.get_dagster_event()
-                latest[(dagster_event.asset_key.to_string(), dagster_event.event_type)] = index
-            for index in sorted(latest.values()):
+            for index in latest_per_asset_and_type(events):
                 self._store_asset_event(conn, events[index], event_ids[index])
 
 
-def _batchable(events: Sequence[EventLogEntry]) -> bool:
+def turn_on_batching() -> None:
+    """Dagster buffers batchable events only when ``DAGSTER_EVENT_BATCH_SIZE`` is set, and
+    reads it per event in whichever process holds the instance (CLI, webserver, daemon, run
+    worker): every one of them builds its storage first, so the home's dagster.yaml alone
+    turns batching on. A value the user chose (0 disables batching) is kept."""
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+
+
+def latest_per_asset_and_type(events: Sequence[EventLogEntry]) -> list[int]:
+    """Indexes of the events whose asset rows to write, in batch order.
+
+    Each event type sets its own columns of the asset's row, so writing the last event of
+    each (asset, type) leaves what writing every event in turn would (dagster-postgres's own
+    batches keep only the last event, too)."""
+    latest: dict[tuple[str, DagsterEventType], int] = {}
+    for index, event in enumerate(events):
+        dagster_event = event.get_dagster_event()
+        latest[(dagster_event.asset_key.to_string(), dagster_event.event_type)] = index
+    return sorted(latest.values())
+
+
+def batchable(events: Sequence[EventLogEntry]) -> bool:
     """One run's asset events of the batched kinds, each naming its asset."""
     if len(events) < 2 or len({event.run_id for event in events}) != 1:
         return False

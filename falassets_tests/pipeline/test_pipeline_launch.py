@@ -25,8 +25,11 @@ from falassets_tests.pipeline.test_pipeline_support import (
 )
 
 PACKAGE = Path(__file__).resolve().parents[2] / "falassets"
-#: The one module allowed to use Dagster's private API (the opt-in batched event log).
-PRIVATE_DAGSTER_ALLOWED = {PACKAGE / "pipeline" / "event_log.py"}
+#: The modules allowed to use Dagster's private API (the opt-in batched event logs).
+PRIVATE_DAGSTER_ALLOWED = {
+    PACKAGE / "pipeline" / "event_log.py",
+    PACKAGE / "pipeline" / "event_log_postgres.py",
+}
 
 
 def _private_dagster_imports(path: Path) -> list[str]:
