@@ -276,3 +276,114 @@ def test_a_host_killed_mid_run_the_other_finishes_and_a_rerun_renders_only_what_
     assert {latest[request_id]["partition_key"] for request_id in new} <= missing
     rerun_writers = {writer_pid(latest[request_id]) for request_id in new}
     assert rerun_writers <= alive.remember_pids()
+
+
+DAEMON_PROMPTS = 30
+DAEMON_S = 300.0
+DAGSTER_DAEMON = str(Path(PY).parent / "dagster-daemon")  # the daemon host's command
+
+
+def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_workers(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployed topology without `falassets run`: `dagster-daemon` on the daemon host
+    (Postgres storage, QueuedRunCoordinator, DefaultRunLauncher from deploy/dagster.yaml) runs
+    the sensors; a campaign dropped into the shared folder is drafted, picked winners are
+    rendered at high, every render step on a worker host through the broker."""
+    import dagster as dg
+
+    from falassets.pipeline import deployment
+    from falassets.pipeline.assets.partitions import prompt_partitions
+    from falassets.pipeline.jobs import CAMPAIGN_TAG
+
+    cluster.sim.reset()
+    home = cluster.daemon / "dagster_home"
+    home.mkdir(exist_ok=True)
+    if not (home / "dagster.yaml").exists():  # this test alone: as `falassets` would write it
+        (home / "dagster.yaml").write_text(deployment.POSTGRES_DAGSTER_YAML)
+    env = {**cluster.env, "DAGSTER_HOME": str(home)}
+    daemon_log = cluster.daemon / "daemon.log"
+    with daemon_log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [DAGSTER_DAEMON, "run", "-m", "falassets.pipeline.definitions"],
+            env=env,
+            cwd=cluster.daemon,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        campaigns = cluster.shared / "campaigns"
+        campaigns.mkdir(exist_ok=True)
+        rows = "".join(f"p{i:03d},charlie lighthouse {i} at dawn\n" for i in range(DAEMON_PROMPTS))
+        (campaigns / "charlie.csv.tmp").write_text("id,prompt\n" + rows)
+        (campaigns / "charlie.csv.tmp").rename(campaigns / "charlie.csv")
+
+        def completed(pass_name: str) -> set[str]:
+            latest = latest_by_request(cluster.journal_rows())
+            return {
+                row["partition_key"]
+                for row in latest.values()
+                if row.get("campaign") == "charlie"
+                and row.get("pass") == pass_name
+                and row.get("status") == "completed"
+            }
+
+        def daemon_says() -> str:
+            return daemon_log.read_text(errors="replace")[-3000:]
+
+        wait_until(
+            lambda: len(completed("draft")) == DAEMON_PROMPTS,
+            DAEMON_S,
+            f"the daemon's sensor to draft charlie (daemon log tail:\n{daemon_says()})",
+        )
+        pick = subprocess.run(
+            [PY, "-m", "falassets.cli", "pick", "charlie", "p000", "p001"],
+            env=env,
+            cwd=cluster.daemon,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert pick.returncode == 0, pick.stdout + pick.stderr
+        wait_until(
+            lambda: completed("final") == {"charlie-p000", "charlie-p001"},
+            DAEMON_S,
+            f"the winners sensor's final pass (daemon log tail:\n{daemon_says()})",
+        )
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(30)
+
+    ledger = cluster.sim.ledger()
+    accepted = [r for r in ledger["requests"] if "charlie" in r["input"]["prompt"]]
+    assert len(accepted) == DAEMON_PROMPTS + 2  # each draft once, two finals
+    assert Counter(r["input"]["quality"] for r in accepted) == {"low": 30, "high": 2}
+    assert all(r["billed"] for r in accepted) and ledger["peak_running"] <= 10
+    rows = [row for row in cluster.journal_rows() if row.get("campaign") == "charlie"]
+    workers = set().union(*(h.remember_pids() for h in cluster.hosts.values()))
+    assert {writer_pid(row) for row in rows} <= workers  # rendered on the worker hosts
+
+    for name, value in env.items():  # read the daemon host's instance (env: in its yaml)
+        if name.startswith(("FALASSETS_", "DAGSTER_")):
+            monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.get() as instance:
+        runs = [  # render passes carry the campaign tag; `prompts` is partitioned by campaign
+            run
+            for run in instance.get_runs()
+            if "charlie" in (run.tags.get(CAMPAIGN_TAG), run.tags.get("dagster/partition"))
+        ]
+        by_job = Counter(run.job_name for run in runs)
+        assert {"prompts_pass", "draft_pass", "final_pass"} <= set(by_job), by_job
+        assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+        assert all("dagster/sensor_name" in run.tags for run in runs)  # the daemon made them
+        keys = [f"charlie-p{i:03d}" for i in range(DAEMON_PROMPTS)]
+        states = instance.get_status_by_partition(
+            dg.AssetKey("draft_renders"), keys, prompt_partitions
+        )
+        assert {state.value for state in states.values()} == {"MATERIALIZED"}
