@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 from falassets import settings
 from falassets.lineage.passes import PASSES
+from falassets.pipeline.assets.final_jobs import Mode
 
 PassName = Literal["draft", "final"]
-Mode = Literal["rerun", "refine"]
 
 PASS_ASSET: dict[str, str] = {name: p.asset for name, p in PASSES.items()}
 PASS_JOB: dict[str, str] = {"draft": "draft_pass", "final": "final_pass"}

@@ -205,7 +205,7 @@ async def test_dry_run_of_a_refine_pass_is_what_the_refines_cost(sim, data_dir: 
     from falassets import campaigns
     from falassets.cli.plan import plan_pass
     from falassets.lineage import decisions
-    from falassets.pipeline.assets.finals import final_job
+    from falassets.pipeline.assets.final_jobs import final_job
 
     source = data_dir / "spring.csv"
     source.write_text(

@@ -1,34 +1,26 @@
-"""``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft.
-
-A winner is a (prompt, variant): ``refine`` sends the chosen variant's image as the reference,
-and names its sha256 in the job's variant (``lineage.passes.refine_reference``), so another
-choice is another render and the same choice again is answered from lineage. ``rerun``
-renders the prompt at high: its input does not depend on the choice.
-"""
+"""``final_renders``: the winners at quality=high, as a plain rerun or refined from the draft
+(what each sends: :mod:`falassets.pipeline.assets.final_jobs`)."""
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from falassets import campaigns
-from falassets.campaigns import PromptRow
 from falassets.engine.jobs import RenderJob
 from falassets.lineage import decisions, queries
-from falassets.lineage.passes import FINAL, refine_reference
 from falassets.lineage.variants import variant_image
 from falassets.pipeline import deployment
 from falassets.pipeline.assets.drafts import draft_renders
+from falassets.pipeline.assets.final_jobs import Mode, final_job
 from falassets.pipeline.assets.lookup import Unrenderable, rows_for_keys
 from falassets.pipeline.assets.partitions import winner_partitions
 from falassets.pipeline.assets.rendering import RenderConfig, render_partitions
 from falassets.pipeline.assets.selections import review_selections
 from falassets.pipeline.resources import FalRenderer
 from falassets.storage.renders import render_sha256
-
-Mode = Literal["rerun", "refine"]
 
 
 class FinalConfig(RenderConfig):
@@ -38,43 +30,6 @@ class FinalConfig(RenderConfig):
             "rerun: the same prompt at quality=high. refine: the edit endpoint with the chosen "
             "draft as reference image, keeping the composition the reviewer picked."
         ),
-    )
-
-
-def edit_endpoint(endpoint: str) -> str:
-    return endpoint if endpoint.endswith("/edit") else f"{endpoint}/edit"
-
-
-def final_job(
-    key: str,
-    row: PromptRow,
-    *,
-    endpoint: str,
-    mode: Mode,
-    draft: Mapping[str, Any] | None = None,
-    variant: int = 1,
-    force: bool = False,
-) -> RenderJob:
-    """The final render of one winner; ``draft`` (its lineage row) is required for refine,
-    which starts from its image ``variant`` (the reviewer's choice)."""
-    campaign, prompt_id = campaigns.split_partition_key(key)
-    payload = FINAL.render_input(row)
-    reference = ""
-    if mode == "refine":
-        image = variant_image(draft, variant)
-        assert image is not None, f"{key}: the draft has no variant {variant}"
-        payload = {**payload, "image_urls": [image["output_url"]]}
-        endpoint = edit_endpoint(endpoint)
-        reference = refine_reference(image["sha256"])
-    return RenderJob(
-        partition_key=key,
-        campaign=campaign,
-        prompt_id=prompt_id,
-        pass_name="final",
-        input=payload,
-        endpoint=endpoint,
-        variant=reference,
-        force=force,
     )
 
 
