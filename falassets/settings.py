@@ -83,11 +83,15 @@ def _choice(variable: str, allowed: tuple[str, ...], what: str, after: str = "")
 
 
 def auto_final_mode() -> str:
-    """How the winners sensor renders newly picked winners (``FALASSETS_AUTO_FINAL_MODE``):
-    ``rerun`` (default, the prompt again at high) or ``refine`` (the picked draft edited at
-    high, keeping its composition). Raises ValueError naming the fix for anything else."""
+    """How newly picked winners are rendered by the winners sensor and the review page's
+    "Render winners" (``FALASSETS_AUTO_FINAL_MODE``): ``rerun`` (default, the prompt again at
+    high) or ``refine`` (the picked draft edited at high, keeping its composition). Raises
+    ValueError naming the fix for anything else."""
     return _choice(
-        "FALASSETS_AUTO_FINAL_MODE", AUTO_FINAL_MODES, "a final mode", "and restart `falassets dev`"
+        "FALASSETS_AUTO_FINAL_MODE",
+        AUTO_FINAL_MODES,
+        "a final mode",
+        "and restart `falassets dev` or `falassets review`",
     )
 
 

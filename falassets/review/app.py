@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -58,6 +58,7 @@ from falassets import settings
 from falassets.lineage import decisions
 from falassets.lineage.request_record import find_request, unknown_request_message
 from falassets.pipeline import fal_environment, launch
+from falassets.pipeline.assets.final_jobs import Mode
 from falassets.review import board as boards
 from falassets.review.body import read_json_object
 from falassets.review.exports import contact_sheet_png, decisions_csv
@@ -94,6 +95,7 @@ class ReviewState:
     dagster_url: str
     submit: Submit
     cache: boards.BoardCache
+    final_mode: Mode = "rerun"  # how "Render winners" renders them (FALASSETS_AUTO_FINAL_MODE)
     launches: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -175,6 +177,7 @@ def get_board(request: Request) -> ApiResponse:
             "version": board.version,
             "source": board.source,
             "budget_usd": state.budget_usd,
+            "final_mode": state.final_mode,
             "simulated": settings.is_simulated(),
             "items": board.items,
             "counts": boards.counts(board.items),
@@ -277,6 +280,8 @@ def _launch(
     state: ReviewState, campaign: str, pass_name: str, keys: list[str], now: dict[str, Any]
 ) -> ApiResponse:
     kwargs: dict[str, Any] = {"partition_keys": keys}
+    if pass_name == "final":
+        kwargs["mode"] = state.final_mode  # as the board priced and judged the winners
     if (
         state.budget_usd is not None
         and pass_name == "final"
@@ -419,6 +424,7 @@ def create_app(
     access: str | None = None,
     dagster_url: str = DEFAULT_DAGSTER_URL,
     submit: Submit | None = None,
+    final_mode: Mode | None = None,
 ) -> Starlette:
     """The review app over ``settings.data_dir()``.
 
@@ -427,16 +433,19 @@ def create_app(
     (remote mode; None on loopback). ``submit``: how passes start, ``launch.submit_pass``
     (the pipeline's launch function, on a background thread of this process; it returns the
     launch id that tags the pass's runs) unless a caller (a test of the confirm logic) passes
-    its own.
+    its own. ``final_mode``: how "Render winners" renders them, by default as the winners
+    sensor does (``FALASSETS_AUTO_FINAL_MODE``; raises ValueError naming the fix).
     """
     root = settings.data_dir().resolve()
+    final_mode = final_mode or cast(Mode, settings.auto_final_mode())
     state = ReviewState(
         root=root,
         token=token or new_token(),
         budget_usd=budget_usd,
         dagster_url=dagster_url,
         submit=submit or launch.submit_pass,
-        cache=boards.BoardCache(root),
+        cache=boards.BoardCache(root, final_mode),
+        final_mode=final_mode,
     )
     routes = [
         Route("/", index),
@@ -602,7 +611,14 @@ def main(argv: list[str]) -> int:
     port = sock.getsockname()[1]
     access = new_token() if args.allow_remote else None
     hosts = allowed_hosts(args.host, remote=args.allow_remote, extra=args.allowed_host)
-    app = create_app(budget_usd=budget, hosts=hosts, access=access, dagster_url=args.dagster_url)
+    try:
+        app = create_app(
+            budget_usd=budget, hosts=hosts, access=access, dagster_url=args.dagster_url
+        )
+    except ValueError as exc:  # FALASSETS_AUTO_FINAL_MODE: the message names the fix
+        sock.close()
+        print(f"falassets review: {exc}", file=sys.stderr)
+        return 2
     out, err = start_messages(args.host, port, access, args.allowed_host)
     for line in err:
         print(line, file=sys.stderr)

@@ -31,7 +31,8 @@ from falassets.lineage.passes import (
     chosen_reference,
     freshness,
 )
-from falassets.lineage.variants import request_images, variants_asked
+from falassets.lineage.variants import request_images, variant_image, variants_asked
+from falassets.pipeline.assets.final_jobs import Mode, final_job
 from falassets.review.files import file_url
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,9 @@ class BoardCache:
     changes the signature) never changes the table.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, final_mode: Mode = "rerun") -> None:
         self.root = root
+        self.final_mode = final_mode
         self._lock = threading.Lock()
         self._boards: dict[str, Board] = {}
         self._rows: dict[str, tuple[Any, list[dict[str, Any]], str]] = {}
@@ -161,7 +163,9 @@ class BoardCache:
             if board is not None and board.version == signature:
                 return board
         rows, source = self.prompt_rows(campaign)
-        board = build_board(campaign, self.root, signature, rows=rows, source=source)
+        board = build_board(
+            campaign, self.root, signature, rows=rows, source=source, final_mode=self.final_mode
+        )
         with self._lock:
             self._boards[campaign] = board
         return board
@@ -203,10 +207,14 @@ def build_board(
     *,
     rows: list[dict[str, Any]] | None = None,
     source: str = "table",
+    final_mode: Mode = "rerun",
 ) -> Board:
+    """``final_mode``: how the page's "Render winners" renders them, which sets each final's
+    price and whether the final already there is current."""
     if rows is None:
         rows, source = _prompt_rows(campaign)
     requests = queries.latest_requests(campaign)  # one pass over the journals for both passes
+    mode = final_mode
     decided = decisions.current_decisions(campaign)
     chosen = decisions.chosen_variants(campaign)
     items = []
@@ -214,7 +222,8 @@ def build_board(
         key = campaigns.partition_key(campaign, row["id"])
         draft = requests.get((key, DRAFT.name))
         final = requests.get((key, FINAL.name))
-        wanted = _final_input(row)
+        prompt_row = _prompt_row(row)
+        wanted = FINAL.render_input(prompt_row)
         decision = decided.get((campaign, row["id"]), "undecided")
         variant = chosen.get((campaign, row["id"]), 1)  # a winner is a (prompt, variant)
         # A final refined from another variant than the chosen one is stale (lineage.passes).
@@ -227,8 +236,10 @@ def build_board(
                 "variant": variant if decision == "pick" else None,
                 "draft": _request_view(draft, root),
                 "final": _request_view(final, root) if final else None,
-                "final_cost_usd": price_usd(wanted, endpoint=TEXT_TO_IMAGE),  # page finals: reruns
-                "final_current": freshness(wanted, RequestRow.of(final), reference=reference)
+                "final_cost_usd": _final_price(key, prompt_row, mode, draft, variant),
+                "final_current": freshness(
+                    wanted, RequestRow.of(final), reference=reference, refine=mode == "refine"
+                )
                 is Freshness.CURRENT,
             }
         )
@@ -274,9 +285,8 @@ def _prompt_rows(campaign: str) -> tuple[list[dict[str, Any]], str]:
     return rows, "lineage"
 
 
-def _final_input(row: dict[str, Any]) -> dict[str, Any]:
-    """What the final pass will send for this prompt (priced with fal's table)."""
-    prompt_row = campaigns.PromptRow(
+def _prompt_row(row: dict[str, Any]) -> campaigns.PromptRow:
+    return campaigns.PromptRow(
         prompt_id=row["id"],
         prompt=row["prompt"],
         image_size=row["image_size"],
@@ -284,10 +294,17 @@ def _final_input(row: dict[str, Any]) -> dict[str, Any]:
         tags=row["tags"],
         variants=row["variants"],
     )
-    try:
-        return FINAL.render_input(prompt_row)
-    except NotImplementedError:  # campaigns still a stub: the fields that set the price
-        return {"image_size": row["image_size"], "quality": FINAL.quality, "num_images": 1}
+
+
+def _final_price(
+    key: str, row: campaigns.PromptRow, mode: Mode, draft: dict[str, Any] | None, variant: int
+) -> float:
+    """What the final pass would pay for this winner, from what it would send (the rule in
+    final_jobs). A refine whose chosen image is not there yet is priced as the rerun."""
+    if mode == "refine" and variant_image(draft, variant) is None:
+        mode = "rerun"
+    job = final_job(key, row, endpoint=TEXT_TO_IMAGE, mode=mode, draft=draft, variant=variant)
+    return price_usd(job.input, endpoint=job.endpoint)
 
 
 def _request_view(request: dict[str, Any] | None, root: Path) -> dict[str, Any]:

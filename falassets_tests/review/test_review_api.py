@@ -249,7 +249,9 @@ def test_render_winners_starts_exactly_what_the_reviewer_confirmed(
         "POST", "/api/campaigns/spring/render-winners", {"expected": ["p1", "p3"]}
     )
     assert started.status == 200, started.body
-    assert submit.calls == [("spring", "final", {"partition_keys": ["spring-p3", "spring-p1"]})]
+    assert submit.calls == [
+        ("spring", "final", {"partition_keys": ["spring-p3", "spring-p1"], "mode": "rerun"})
+    ]
     launched = started.json()
     assert launched["run_id"] == "run-1"
     # The launch id tags every run of the pass: the link lists them in Dagster's run list.

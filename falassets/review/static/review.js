@@ -20,6 +20,7 @@ const state = {
   pos: -1, // position in view
   version: null,
   budget: null,
+  finalMode: "rerun", // how the server renders winners: rerun or refine (FALASSETS_AUTO_FINAL_MODE)
   undo: [],
   editSeq: 0,
   inflight: new Map(), // prompt id -> saves not yet answered
@@ -205,6 +206,7 @@ function load(data) {
   state.byId = new Map(data.items.map((item, index) => [item.id, index]));
   state.version = data.version;
   state.budget = data.budget_usd;
+  state.finalMode = data.final_mode || "rerun";
   state.launches = data.launches || [];
   const fragment = document.createDocumentFragment();
   state.tiles = state.items.map((item, index) => {
@@ -673,7 +675,10 @@ async function renderWinners() {
         : null,
       el("p", {}, "Budget: ", el("b", {}, state.budget == null ? "not set" : money(state.budget))),
       over ? el("p", { class: "error" }, "This is over the budget: the server will refuse it.") : null,
-      el("p", { class: "dim" }, "Starts the final pass as a Dagster run (review_selections, then final_renders)."),
+      el("p", {}, state.finalMode === "refine"
+        ? "Each is refined from its chosen draft variant (fal's edit endpoint, which also bills the reference image's tokens)."
+        : "Each prompt is rendered again at quality=high."),
+      el("p", { class: "dim" }, `Starts the final pass (mode ${state.finalMode}) as a Dagster run; FALASSETS_AUTO_FINAL_MODE sets the mode.`),
     ],
     ok: `Render ${winners.length} for ${money(remaining)}`,
     run: async () => {
