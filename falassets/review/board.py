@@ -214,7 +214,6 @@ def build_board(
     if rows is None:
         rows, source = _prompt_rows(campaign)
     requests = queries.latest_requests(campaign)  # one pass over the journals for both passes
-    mode = final_mode
     decided = decisions.current_decisions(campaign)
     chosen = decisions.chosen_variants(campaign)
     items = []
@@ -236,9 +235,9 @@ def build_board(
                 "variant": variant if decision == "pick" else None,
                 "draft": _request_view(draft, root),
                 "final": _request_view(final, root) if final else None,
-                "final_cost_usd": _final_price(key, prompt_row, mode, draft, variant),
+                "final_cost_usd": _final_price(key, prompt_row, final_mode, draft, variant),
                 "final_current": freshness(
-                    wanted, RequestRow.of(final), reference=reference, refine=mode == "refine"
+                    wanted, RequestRow.of(final), reference=reference, refine=final_mode == "refine"
                 )
                 is Freshness.CURRENT,
             }
