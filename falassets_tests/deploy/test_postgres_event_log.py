@@ -4,7 +4,6 @@ partition states, and "backfill failed and missing", are unchanged), on far fewe
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 import sqlalchemy
 
 from falassets.pipeline import deployment
-from falassets.pipeline.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from falassets.pipeline.event_log_postgres import BatchedPostgresEventLogStorage
-from falassets_tests.pipeline.test_dagster_event_log import FAILING, KEYS, PARTITIONS, renders
+from falassets_tests.pipeline.test_dagster_event_log import FAILING, KEYS, run_range
 from falassets_tests.services import PostgresServer
 
 DAGSTER_POSTGRES_YAML = """\
@@ -34,40 +32,11 @@ def _home(root: Path, name: str, config: str) -> str:
 
 
 def _run_range(home: str) -> tuple[dict[str, str], list[tuple], int, type]:
-    """One run over KEYS: partition states, the run's asset events as (type, partition), how
-    many database connections the storage opened meanwhile, and the event log's class."""
-    connections = itertools.count()
-
-    def count(*_: object) -> None:
-        next(connections)
-
+    """:func:`run_range` (the SQLite event log's test run) on this home, counting the
+    database connections the storage opened meanwhile; and the home's event-log class."""
     with dg.DagsterInstance.from_config(home) as instance:
-        instance.add_dynamic_partitions(PARTITIONS.name, KEYS)
-        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", count)
-        try:
-            result = dg.materialize(
-                [renders],
-                instance=instance,
-                tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[-1]},
-                raise_on_error=False,
-            )
-        finally:
-            sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", count)
-        assert not result.success
-        states = instance.get_status_by_partition(renders.key, KEYS, PARTITIONS)
-        events = [
-            (record.event_log_entry.dagster_event_type.value, record.partition_key)
-            for record in instance.get_records_for_run(result.run_id).records
-            if record.event_log_entry.dagster_event_type
-            in {
-                dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                dg.DagsterEventType.ASSET_MATERIALIZATION,
-            }
-        ]
-        [record] = instance.get_asset_records([renders.key])
-        assert record.asset_entry.last_run_id == result.run_id  # the UI lists the asset's run
-        storage = type(instance.event_log_storage)
-    return {key: s.value for key, s in states.items()}, events, next(connections), storage
+        states, events, connections = run_range(instance, (sqlalchemy.pool.Pool, "connect"))
+        return states, events, connections, type(instance.event_log_storage)
 
 
 @pytest.mark.parametrize("batch_writes", [True, False])

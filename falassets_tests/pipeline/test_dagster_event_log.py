@@ -54,16 +54,19 @@ def home(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data_dir / "dagster_home"
 
 
-def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple], int]:
+def run_range(
+    instance: dg.DagsterInstance, counted: tuple[type, str] = (sqlalchemy.engine.Engine, "commit")
+) -> tuple[dict[str, str], list[tuple], int]:
     """One single-run backfill over KEYS: partition states, the run's asset events as
-    (type, partition), and how many SQLite transactions it committed."""
+    (type, partition), and how many ``counted`` SQLAlchemy events (target, name) it caused:
+    by default the transactions it committed."""
     instance.add_dynamic_partitions(PARTITIONS.name, KEYS)
-    commits = itertools.count()
+    seen = itertools.count()
 
-    def count_commit(_connection: object) -> None:
-        next(commits)
+    def count(*_: object) -> None:
+        next(seen)
 
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", count_commit)
+    sqlalchemy.event.listen(*counted, count)
     try:
         result = dg.materialize(
             [renders],
@@ -72,8 +75,10 @@ def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple
             raise_on_error=False,
         )
     finally:
-        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", count_commit)
+        sqlalchemy.event.remove(*counted, count)
     assert not result.success
+    [record] = instance.get_asset_records([renders.key])
+    assert record.asset_entry.last_run_id == result.run_id  # the UI lists the asset with it
     states = instance.get_status_by_partition(renders.key, KEYS, PARTITIONS)
     events = [
         (record.event_log_entry.dagster_event_type.value, record.partition_key)
@@ -84,7 +89,7 @@ def _run_range(instance: dg.DagsterInstance) -> tuple[dict[str, str], list[tuple
             dg.DagsterEventType.ASSET_MATERIALIZATION,
         }
     ]
-    return {key: state.value for key, state in states.items()}, events, next(commits)
+    return {key: state.value for key, state in states.items()}, events, next(seen)
 
 
 def test_a_range_run_stores_the_same_events_and_states_in_far_fewer_transactions(
@@ -93,12 +98,12 @@ def test_a_range_run_stores_the_same_events_and_states_in_far_fewer_transactions
     baseline_home = tmp_path / "baseline_home"
     baseline_home.mkdir()
     with dg.DagsterInstance.from_config(str(baseline_home)) as instance:
-        baseline_states, baseline_events, baseline_commits = _run_range(instance)
+        baseline_states, baseline_events, baseline_commits = run_range(instance)
 
     launch.prepare_dagster_home()
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
-        states, events, commits = _run_range(instance)
+        states, events, commits = run_range(instance)
 
     assert states == baseline_states
     assert {key for key, state in states.items() if state == "FAILED"} == FAILING
@@ -114,7 +119,7 @@ def test_a_home_made_by_an_earlier_version_switches_and_keeps_its_runs(home: Pat
     (home / "dagster.yaml").write_text(launch._OLD_DAGSTER_YAML)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert not isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
-        earlier_states, _, _ = _run_range(instance)
+        earlier_states, _, _ = run_range(instance)
 
     launch.prepare_dagster_home()
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -170,7 +175,7 @@ def test_batch_writes_false_in_dagster_yaml_switches_back_to_dagsters_own_writes
     baseline_home = tmp_path / "baseline_home"
     baseline_home.mkdir()
     with dg.DagsterInstance.from_config(str(baseline_home)) as instance:
-        baseline_states, baseline_events, baseline_commits = _run_range(instance)
+        baseline_states, baseline_events, baseline_commits = run_range(instance)
 
     launch.prepare_dagster_home()
     config = home / "dagster.yaml"
@@ -179,7 +184,7 @@ def test_batch_writes_false_in_dagster_yaml_switches_back_to_dagsters_own_writes
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert not instance.event_log_storage.batch_writes
         assert "DAGSTER_EVENT_BATCH_SIZE" not in os.environ
-        states, events, commits = _run_range(instance)
+        states, events, commits = run_range(instance)
 
     assert states == baseline_states
     assert events == baseline_events
