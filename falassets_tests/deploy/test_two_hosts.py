@@ -63,21 +63,29 @@ class Cluster:
         path.write_text("id,prompt\n" + rows)
         return path
 
-    def run(self, campaign: Path) -> Launch:
-        """`falassets run` on the daemon host (its own DAGSTER_HOME and folders)."""
-        env = {**self.env, "DAGSTER_HOME": str(self.daemon / "dagster_home")}
-        log = self.daemon / f"run-{time.time_ns()}.log"
+    @property
+    def daemon_env(self) -> dict[str, str]:
+        """The daemon host's environment: the cluster's, with its own DAGSTER_HOME."""
+        return {**self.env, "DAGSTER_HOME": str(self.daemon / "dagster_home")}
+
+    def start_on_daemon_host(self, argv: list[str], log: Path) -> subprocess.Popen:
+        """``argv`` on the daemon host, in a session of its own, its output in ``log``."""
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                [PY, "-m", "falassets.cli", "run", str(campaign), "--plain"],
-                env=env,
+            return subprocess.Popen(
+                argv,
+                env=self.daemon_env,
                 cwd=self.daemon,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        return Launch(process, log)
+
+    def run(self, campaign: Path) -> Launch:
+        """`falassets run` on the daemon host (its own DAGSTER_HOME and folders)."""
+        log = self.daemon / f"run-{time.time_ns()}.log"
+        argv = [PY, "-m", "falassets.cli", "run", str(campaign), "--plain"]
+        return Launch(self.start_on_daemon_host(argv, log), log)
 
     def journal_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -301,18 +309,11 @@ def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_worke
     home.mkdir(exist_ok=True)
     if not (home / "dagster.yaml").exists():  # this test alone: as `falassets` would write it
         (home / "dagster.yaml").write_text(deployment.POSTGRES_DAGSTER_YAML)
-    env = {**cluster.env, "DAGSTER_HOME": str(home)}
+    env = cluster.daemon_env
     daemon_log = cluster.daemon / "daemon.log"
-    with daemon_log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [DAGSTER_DAEMON, "run", "-m", "falassets.pipeline.definitions"],
-            env=env,
-            cwd=cluster.daemon,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    daemon = cluster.start_on_daemon_host(
+        [DAGSTER_DAEMON, "run", "-m", "falassets.pipeline.definitions"], daemon_log
+    )
     try:
         campaigns = cluster.shared / "campaigns"
         campaigns.mkdir(exist_ok=True)
