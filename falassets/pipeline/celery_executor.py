@@ -29,6 +29,11 @@ submitting them again.
 Coupling: the run loop is dagster-celery's ``core_celery_execution_loop`` with its own task
 submission wrapped (module functions of dagster-celery, pinned ``<0.30`` in pyproject), so the
 step tasks, queues and priorities are exactly dagster-celery's and its workers can run them.
+The loop sleeps its module's ``TICK_SECONDS`` (1 s) after every pass, including the one that
+collects the last step, so each run ended 1-2 s after its step: the tail of every pass and
+every hand-over between runs of one (bench/README.md). A run process sets it to
+:data:`TICK_S` before the loop; ``test_celery_loop_contract`` pins that the loop still reads
+it at call time.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ SHARED_CELERY_SETTINGS: dict[str, Any] = {
 
 #: dagster-celery's queue (its workers listen on it; steps go there unless tagged otherwise).
 QUEUE = "dagster"
+#: How often a run process asks for its steps' results: one Redis GET per running step.
+TICK_S = 0.05
 CHECK_EVERY_S = 5.0  # how often a STARTED step's worker is pinged
 PING_TIMEOUT_S = 2.0
 
@@ -143,8 +150,11 @@ class WatchedCeleryExecutor(CeleryExecutor):
         self.worker_lost_after_s = worker_lost_after_s
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        from dagster_celery import core_execution_loop
         from dagster_celery.core_execution_loop import core_celery_execution_loop
 
+        # See the module docstring: the run process is this run's own, so this touches no other.
+        core_execution_loop.TICK_SECONDS = TICK_S
         return core_celery_execution_loop(
             plan_context, execution_plan, step_execution_fn=self._submit
         )
