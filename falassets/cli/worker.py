@@ -35,6 +35,29 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def open_deployment() -> None:
+    """Open the deployment's Dagster instance once, in the worker's main process, and load
+    what a step loads on first use (dagster-postgres, psycopg2, the Postgres fal cap).
+
+    Why: Celery forks the pool processes that run steps from this process, so they inherit
+    it all, and each host's first step starts ~1 s sooner (bench/README.md). And a worker
+    that cannot reach the database stops here, naming its host, instead of failing every step
+    it takes. No connection outlives this call (Dagster's Postgres storages connect per use
+    unless dagster.yaml sets a pool; a pool process never uses this instance either way)."""
+    import dagster as dg
+
+    from falassets.engine import cap_postgres
+
+    try:
+        dg.DagsterInstance.get().get_run_records(limit=1)
+    except Exception as error:  # sqlalchemy's or psycopg2's: never print the URL it may hold
+        raise UserError(
+            f"cannot open the deployment's Dagster storage on "
+            f"{cap_postgres.where(settings.postgres_url() or '')} ({type(error).__name__}). "
+            "Fix: start Postgres or correct FALASSETS_POSTGRES_URL (and the home's dagster.yaml)"
+        ) from None
+
+
 def command_worker(args: argparse.Namespace) -> int:
     """The `worker` command: runs until stopped (SIGTERM: finish the steps it has, then exit)."""
     from falassets.pipeline.launch import prepare_dagster_home
@@ -51,6 +74,7 @@ def command_worker(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     home = prepare_dagster_home()
+    open_deployment()
     from falassets.pipeline.celery_executor import QUEUE, worker_app
 
     app = worker_app(broker, backend, include=[DEFINITIONS])

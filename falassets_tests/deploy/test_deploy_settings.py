@@ -190,3 +190,20 @@ def test_falassets_worker_without_its_deployment_stops_with_the_fix(
     error = capsys.readouterr().err
     assert fix in error and "Fix:" in error and "Traceback" not in error
     assert not (data_dir / "dagster_home").exists()  # nothing set up before the check
+
+
+def test_falassets_worker_that_cannot_reach_postgres_stops_at_start_naming_its_host(
+    data_dir, monkeypatch, capsys
+) -> None:
+    """Not a worker that starts and then fails every step it takes: it opens the deployment's
+    storage before it starts, and says where it could not, never with the URL's password."""
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    monkeypatch.setenv("FALASSETS_POSTGRES_URL", "postgresql://studio:s3cret@127.0.0.1:1/dagster")
+    monkeypatch.setenv("FALASSETS_CELERY_BROKER", "redis://127.0.0.1:9/0")
+
+    assert main(["worker"]) == 2
+
+    captured = capsys.readouterr()
+    error = captured.err.strip().splitlines()[-1]
+    assert "127.0.0.1:1" in error and "Fix:" in error
+    assert "s3cret" not in captured.err + captured.out and "Traceback" not in captured.err
