@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from falassets import settings
 from falassets.cli.errors import UserError
 from falassets.pipeline import fal_environment
+from falassets.process_exit import end_without_teardown
 from falassets.storage.renders import RendersUriError, check_renders_uri
 
 DESCRIPTION = """\
@@ -83,6 +85,22 @@ def _delegate(name: str, argv: list[str]) -> int:
         return int(module.main(argv, **extra) or 0)
     except SystemExit as exit_:  # its own argparse: --help, or a usage error it printed
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+
+
+#: Commands that end without Python's module teardown (``falassets.process_exit``): a pass
+#: has written and fsynced everything before its summary line.
+TEARDOWN_FREE = frozenset({"run"})
+
+
+def console_main() -> NoReturn:
+    """The console script and ``python -m falassets.cli``: :func:`main`, then exit with its
+    status (tests call :func:`main`, which returns)."""
+    argv = sys.argv[1:]
+    status = [1]  # an exception out of main: Python prints it, then the process ends with 1
+    if argv[:1] and argv[0] in TEARDOWN_FREE:
+        end_without_teardown(lambda: status[0])
+    status[0] = main(argv)
+    raise SystemExit(status[0])
 
 
 def main(argv: list[str] | None = None) -> int:

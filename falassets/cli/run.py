@@ -310,20 +310,20 @@ def _run(args: argparse.Namespace) -> int:
         plain=True if args.plain else None,
     )
     try:
-        with display:
-            result = launch.run_pass(
-                campaign.name,
-                args.pass_name,
-                partition_keys=targets,
-                concurrency=args.concurrency,
-                budget_usd=args.budget_usd,
-                mode=mode,
-                force=args.force,
-                launch_id=str(uuid.uuid4()),
-                bridgeable=plan.up_to_date,
-                on_run_start=on_run_start,
-                verbose=args.verbose,
-            )
+        result = launch.run_pass(
+            campaign.name,
+            args.pass_name,
+            partition_keys=targets,
+            concurrency=args.concurrency,
+            budget_usd=args.budget_usd,
+            mode=mode,
+            force=args.force,
+            launch_id=str(uuid.uuid4()),
+            bridgeable=plan.up_to_date,
+            on_run_start=on_run_start,
+            progress=display,
+            verbose=args.verbose,
+        )
     except launch.LaunchError as error:
         raise UserError(str(error)) from None
     final = display.last or watcher.poll()

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from falassets import settings
 from falassets.lineage.passes import PASSES
 from falassets.pipeline.assets.final_jobs import Mode
+from falassets.process_exit import end_without_teardown
 
 PassName = Literal["draft", "final"]
 
@@ -416,6 +417,7 @@ def run_pass(
     bridgeable: Container[str] = (),
     prepare: bool = True,
     on_run_start: Callable[[str, list[str]], Any] | None = None,
+    progress: contextlib.AbstractContextManager[Any] | None = None,
     verbose: bool = False,
 ) -> PassResult:
     """Run the pass now, as Dagster runs recorded in DAGSTER_HOME, launched from this process.
@@ -424,7 +426,9 @@ def run_pass(
     asset over ``partition_keys`` (default: every prompt for drafts, every winner for finals),
     one run per contiguous stretch of keys. ``bridgeable`` are keys known to be up to date
     that may join two stretches into one run. Every run carries ``LAUNCH_TAG=launch_id``.
-    ``on_run_start(run_id, keys)`` is called as each run starts, so a caller can follow it.
+    ``on_run_start(run_id, keys)`` is called as each run starts, so a caller can follow it;
+    ``progress`` (a display that starts a thread) is entered once the pass's run processes
+    exist, so they can be forked from a process with one thread (:func:`_start_method`).
 
     With ``FALASSETS_PARTITIONS_PER_RUN=K`` each stretch is cut into runs of at most K keys
     that go at once (``deployment.runs_at_once`` of them), so the executor spreads them over
@@ -459,6 +463,8 @@ def run_pass(
             else 1
         )
         runner = stack.enter_context(_RunProcesses(expected)) if expected > 1 else None
+        if progress is not None:
+            stack.enter_context(progress)
         if prepare:
             materialize_campaign_asset(campaign, "prompts", launch_id=launch_id, verbose=verbose)
             if pass_name == "final":
@@ -522,29 +528,37 @@ def _outcome_of_run(
 
 
 def _warm_up() -> None:
-    """In a new run process: what every run there needs (the definitions, the instance)."""
+    """What every run needs (the definitions, the instance): loaded in each spawned run
+    process, or once in this process before run processes are forked from it."""
     from falassets.pipeline import definitions  # noqa: F401
 
     dagster_instance()
 
 
-def _end_without_teardown() -> None:
-    """Run processes end without Python's teardown of every module they loaded (Dagster,
-    SQLAlchemy, gRPC: 1-6 s on a loaded 2-core host, measured, that the launching command
-    waited through after its last run). Each run's records are in Dagster's storage and the
-    journals (written and fsynced as they happen) before its outcome is returned."""
-    import atexit
-
-    atexit.register(_exit_now)
+#: A forked run process's copy of its parent's instances: kept, never used, never closed.
+_inherited_instances: list[Any] = []
 
 
-def _exit_now() -> None:
-    import logging
+def _start_method() -> Literal["fork", "spawn"]:
+    """How run processes start. ``fork`` takes milliseconds: the process inherits Dagster and
+    the definitions already loaded here, which a spawned one imports again (~2 s, while
+    the pass waits). Only on Linux, and only while this process has no other thread: a thread
+    could hold a lock at the fork (a stream's, a connection's) that the child then waits on
+    forever. Otherwise (the review page's launches, macOS) ``spawn``."""
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+
+def _start_run_process(forked: bool) -> None:
+    """In a new run process, before its first run. A forked one opens its own instance (~80 ms
+    with Dagster loaded): the parent's storages may hold pooled connections (``pool_size`` in
+    dagster.yaml) that two processes must never share, and closing them here would end the
+    parent's sessions, so the inherited instances are kept aside untouched."""
+    end_without_teardown()
+    if forked:
+        _inherited_instances.extend(_instances.values())
+        _instances.clear()
 
 
 class _RunProcesses:
@@ -556,9 +570,10 @@ class _RunProcesses:
     thread holding its event-log handler's lock while its Postgres engine asks logging's
     module lock deadlocks both (observed: every thread stuck in ``logging._acquireLock``). And
     in-process steps swap the process's stdout/stderr (compute-log capture ``dup2``s fds 1
-    and 2, and the last to finish restores another run's log file). A spawned process per
-    slot runs its runs one after another; this process keeps one thread per slot, which
-    learns the run id for progress (``on_created``) from the run storage as before.
+    and 2, and the last to finish restores another run's log file). A process per slot
+    (forked or spawned: :func:`_start_method`) runs its runs one after another; this process
+    keeps one thread per slot, which learns the run id for progress (``on_created``) from the
+    run storage as before.
     """
 
     def __init__(self, at_once: int) -> None:
@@ -566,12 +581,16 @@ class _RunProcesses:
         from concurrent.futures import ProcessPoolExecutor
 
         self.at_once = at_once
+        self.start_method = _start_method()
+        if self.start_method == "fork":
+            _warm_up()  # here, once: the forked processes inherit it
         self.processes = ProcessPoolExecutor(
             at_once,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_end_without_teardown,
+            mp_context=multiprocessing.get_context(self.start_method),
+            initializer=_start_run_process,
+            initargs=(self.start_method == "fork",),
         )
-        for _ in range(at_once):  # each task spawns a process, which loads what runs need
+        for _ in range(at_once):  # starts the processes, each loading what its runs need
             self.processes.submit(_warm_up)
         self.threads = ThreadPoolExecutor(at_once, thread_name_prefix="falassets-run")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -119,15 +121,20 @@ def _fd_targets() -> tuple[str, str]:
     return os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2")
 
 
-@pytest.mark.parametrize("named", [False, True], ids=["every-prompt", "keys-named"])
+@pytest.mark.parametrize(
+    ("named", "beside_a_thread"),
+    [(False, False), (True, False), (True, True)],
+    ids=["every-prompt", "keys-named", "keys-named-beside-a-thread"],
+)
 def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
-    sim, data_dir, home, monkeypatch, named: bool
+    sim, data_dir, home, monkeypatch, named: bool, beside_a_thread: bool
 ) -> None:
     """FALASSETS_PARTITIONS_PER_RUN=2: seven prompts become four runs of at most two, going at
     once; every partition's success or failure (with its type) is exact, progress learns each
     run, and this process's stdout/stderr still point where they did (concurrent in-process
     runs would leave them redirected into a run's compute log). Keys named by the caller (as
-    `falassets run` names them): the run processes start while `prompts` runs."""
+    `falassets run` names them): the run processes start while `prompts` runs. Alone, this
+    process forks them; beside another thread (the review page's launches) it spawns them."""
     monkeypatch.setenv("FALASSETS_PARTITIONS_PER_RUN", "2")
     sim.configure(policy_word="forbidden")
     prompts = {f"ok_{i}": f"a red bicycle number {i}" for i in range(5)}
@@ -135,14 +142,23 @@ def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
     write_csv(data_dir / "campaigns" / "spring.csv", prompts)
     started: dict[str, list[str]] = {}
     fds = _fd_targets()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    if beside_a_thread:
+        other.start()
 
-    result = launch.run_pass(
-        "spring",
-        "draft",
-        partition_keys=[f"spring-{p}" for p in prompts] if named else None,
-        launch_id="launch-k2",
-        on_run_start=lambda run_id, keys: started.setdefault(run_id, list(keys)),
-    )
+    try:
+        result = launch.run_pass(
+            "spring",
+            "draft",
+            partition_keys=[f"spring-{p}" for p in prompts] if named else None,
+            launch_id="launch-k2",
+            on_run_start=lambda run_id, keys: started.setdefault(run_id, list(keys)),
+        )
+    finally:
+        stop.set()
+        if beside_a_thread:
+            other.join()
 
     assert _fd_targets() == fds
     bad = {"spring-bad_1", "spring-bad_2"}
@@ -157,3 +173,18 @@ def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
     states = partition_statuses("draft_renders", [f"spring-{p}" for p in prompts])
     assert {key for key, state in states.items() if state == "FAILED"} == bad
     assert sim.ledger()["totals"]["accepted"] == len(prompts)
+
+
+def test_run_processes_are_forked_only_from_a_process_with_one_thread() -> None:
+    """A thread alive at a fork may hold a lock (a stream's, a connection's) that the forked
+    run process would wait on forever: with one, run processes are spawned."""
+    assert threading.active_count() == 1  # pytest's own: signal timeouts, no threads
+    assert launch._start_method() == ("fork" if sys.platform == "linux" else "spawn")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert launch._start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
