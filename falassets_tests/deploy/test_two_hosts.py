@@ -388,3 +388,77 @@ def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_worke
             dg.AssetKey("draft_renders"), keys, prompt_partitions
         )
         assert {state.value for state in states.values()} == {"MATERIALIZED"}
+
+
+UI_PROMPTS = 50
+UI_REFUSED = (7, 18, 31, 44)  # in both runs of K=25
+
+
+def test_the_ui_on_postgres_backfills_exactly_the_failed_drafts_on_the_workers(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The Dagster UI on the deployment (`dagster dev`: webserver and daemon over the
+    Postgres home): it shows the drafts a distributed pass failed, and "backfill failed and
+    missing" (the GraphQL mutation the UI sends) re-renders exactly those, on the worker
+    hosts, in runs of at most K (BackfillPolicy.multi_run)."""
+    from falassets_tests.pipeline.test_dagster_dev_backfill import (
+        BACKFILL_STATUS,
+        LAUNCH_BACKFILL,
+        DagsterDev,
+        wait_for,
+    )
+
+    cluster.sim.reset()
+    cluster.sim.configure(policy_word="forbidden")  # fal's content policy refuses these
+    prompts = {
+        f"delta-p{i:03d}": f"delta {'forbidden ' if i in UI_REFUSED else ''}lighthouse {i}"
+        for i in range(UI_PROMPTS)
+    }
+    path = cluster.daemon / "delta.csv"
+    path.write_text("id,prompt\n" + "".join(f"{k[6:]},{p}\n" for k, p in prompts.items()))
+    code, output = cluster.run(path).finish()
+    assert code == 1, output
+    failed = {f"delta-p{i:03d}" for i in UI_REFUSED}
+    cluster.sim.configure(policy_word="nothing_in_these_prompts")  # a retry would now pass
+    accepted_before = {r["request_id"] for r in cluster.sim.ledger()["requests"]}
+
+    def delta(statuses: dict[str, list[str]] | None, kind: str) -> set[str]:
+        return {key for key in (statuses or {}).get(kind, []) if key.startswith("delta-")}
+
+    dev = DagsterDev(cluster.daemon_env, tmp_path / "dagster-dev.log")
+    try:
+        shown = wait_for(
+            "the UI to show delta's failed drafts",
+            lambda: delta(dev.partition_statuses(), "failedPartitions"),
+            180,
+            dev.log,
+        )
+        assert shown == failed
+        launched = dev.graphql(
+            LAUNCH_BACKFILL,
+            backfillParams={
+                "assetSelection": [{"path": ["draft_renders"]}],
+                "partitionNames": sorted(shown),
+                "fromFailure": False,
+                "tags": [],
+            },
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+        def backfill_done() -> str | None:
+            status = dev.graphql(BACKFILL_STATUS, id=launched["backfillId"])
+            state = status["partitionBackfillOrError"]["status"]
+            return state if state != "REQUESTED" else None
+
+        assert wait_for("the backfill", backfill_done, 300, dev.log) == "COMPLETED_SUCCESS"
+        after = dev.partition_statuses()
+        assert delta(after, "materializedPartitions") == set(prompts)
+        assert delta(after, "failedPartitions") == set()
+    finally:
+        dev.stop()
+
+    new = [r for r in cluster.sim.ledger()["requests"] if r["request_id"] not in accepted_before]
+    assert sorted(r["input"]["prompt"] for r in new) == sorted(prompts[key] for key in failed)
+    latest = latest_by_request(cluster.journal_rows())
+    workers = set().union(*(h.remember_pids() for h in cluster.hosts.values()))
+    assert {writer_pid(latest[r["request_id"]]) for r in new} <= workers
