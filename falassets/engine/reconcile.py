@@ -285,7 +285,7 @@ async def _deliver(
 ) -> None:
     """Download a completed orphan's outputs (the payload in history, else its result): every
     variant it asked for, through the engine's verified downloads."""
-    from falassets.engine.render_engine import image_urls, stored_fields
+    from falassets.engine.results import image_urls, stored_fields
 
     price = price_usd(job.input, endpoint=job.endpoint)
     row.update(completed_at=item.get("ended_at") or utc_now(), cost_usd=price)

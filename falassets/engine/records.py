@@ -10,10 +10,12 @@ highest attempt number so far.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from falassets.engine.jobs import RenderJob
+from falassets.engine.queue_client import QueuedRequest
 from falassets.lineage.journal import Journal, latest_by, read_journal, utc_now
 from falassets.lineage.schema import REQUEST_COLUMNS
 
@@ -147,3 +149,31 @@ class PriorWork:
 
 def now() -> str:
     return utc_now()
+
+
+def mark_started(row: dict[str, Any], *, ran_s: float = 0.0) -> None:
+    """When fal began running the request, and how long it waited in fal's queue first."""
+    started = datetime.now(UTC) - timedelta(seconds=ran_s)
+    row["started_at"] = started.isoformat(timespec="microseconds")
+    submitted = row.get("submitted_at")
+    if isinstance(submitted, str):
+        waited = (started - datetime.fromisoformat(submitted)).total_seconds()
+        row["queued_s"] = round(max(0.0, waited), 4)
+
+
+def mark_ran(row: dict[str, Any], inference_s: Any) -> None:
+    """fal's own ``inference_time`` dates the start better than a status sighting."""
+    row["fal_status"] = "COMPLETED"
+    if isinstance(inference_s, int | float) and 0 <= inference_s < 86_400:
+        mark_started(row, ran_s=float(inference_s))
+
+
+def mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:
+    """The row of a request fal accepted, with the URLs a restarted process resumes from."""
+    row.update(
+        request_id=request.request_id,
+        status="pending",
+        status_url=request.status_url,
+        response_url=request.response_url,
+        cancel_url=request.cancel_url,
+    )

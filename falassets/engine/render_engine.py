@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -28,18 +27,33 @@ from fal_client import FalClientHTTPError
 
 from falassets.engine import downloads
 from falassets.engine.intents import IntentLog, OpenIntent
-from falassets.engine.jobs import EDIT, RenderJob, RenderOutcome
+from falassets.engine.jobs import RenderJob, RenderOutcome
 from falassets.engine.limiter import AdaptiveLimiter, CapUnavailable
-from falassets.engine.model import resolve_size
 from falassets.engine.orphan_holds import OrphanHolds, OrphanPolicy
-from falassets.engine.pricing import billed_usd, estimate
+from falassets.engine.pricing import estimate
 from falassets.engine.queue_client import (
     AmbiguousSubmit,
     FinalStatus,
     QueueClient,
     QueuedRequest,
 )
-from falassets.engine.records import PriorWork, RequestJournal, new_row, resumed_row
+from falassets.engine.records import (
+    PriorWork,
+    RequestJournal,
+    mark_pending,
+    mark_ran,
+    mark_started,
+    new_row,
+    resumed_row,
+)
+from falassets.engine.results import (
+    bill,
+    expected_size,
+    image_fields,
+    image_urls,
+    kept_url,
+    stored_fields,
+)
 from falassets.engine.retry import (
     TLS_UNTRUSTED,
     Action,
@@ -51,7 +65,7 @@ from falassets.engine.retry import (
 from falassets.lineage.journal import age_s, utc_now
 from falassets.lineage.passes import DEFAULT_CONCURRENCY
 from falassets.lineage.variants import images_asked, request_images
-from falassets.storage.renders import RenderStore, local_path, uri_of
+from falassets.storage.renders import RenderStore
 
 
 class FalAuthError(RuntimeError):
@@ -369,7 +383,7 @@ class RenderEngine:
             job,
             "completed",
             request_id=prior.get("request_id"),
-            **_image_fields(prior),
+            **image_fields(prior),
             sha256=prior.get("sha256"),
             width=prior.get("width"),
             height=prior.get("height"),
@@ -428,7 +442,7 @@ class RenderEngine:
                 sender = intent.run_id or self.run_id  # its bill is the sending run's spend
                 row = new_row(job, run_id=sender, simulated=self.simulated, attempt=attempt)
                 row.update(submitted_at=intent.sent_at, error_message="adopted from fal history")
-                _mark_pending(row, request)
+                mark_pending(row, request)
                 # The open intent is all that says this input is at fal until its row is on
                 # disk: closed first, a kill in between let the next run submit it again.
                 await self._write(row)
@@ -602,7 +616,7 @@ class RenderEngine:
                     return _Attempt(row, "failed", failure)
                 return failure
             await self.limiter.on_accepted(request.request_id, request.status_url)  # counted by us
-            _mark_pending(row, request)
+            mark_pending(row, request)
             await self._write(row)  # durable before we wait on it
             self.intents.resolved(intent)
             self._prior.known_request_ids.add(request.request_id)
@@ -678,7 +692,7 @@ class RenderEngine:
         """Wait for a request submitted earlier (resumed or adopted), then fetch its output."""
         self._prior.known_request_ids.add(request.request_id)
         if row.get("status") != "pending" or row.get("request_id") != request.request_id:
-            _mark_pending(row, request)
+            mark_pending(row, request)
             await self._write(row)
         started = time.monotonic() - age_s(row.get("submitted_at"))
         deadline = started + self.config.render_timeout_s
@@ -711,7 +725,7 @@ class RenderEngine:
                     if row.get("started_at"):
                         return  # running: its deadline is fixed
                     if state == "IN_PROGRESS":
-                        _mark_started(row)
+                        mark_started(row)
                     timeout.reschedule(loop.time() + limit)
                     if row.get("fal_status") != state:
                         # Waiting in fal's queue or running: progress displays in other
@@ -721,7 +735,7 @@ class RenderEngine:
                         self._journal_thread.submit(self.journal.write, self._snapshot(row))
 
                 final = await self.queue.wait_until_done(request, on_update=on_update)
-            _mark_ran(row, final.metrics.get("inference_time"))
+            mark_ran(row, final.metrics.get("inference_time"))
             return final
         except TimeoutError:
             answer = await self._cancel(request)
@@ -820,11 +834,11 @@ class RenderEngine:
                         Action.EXPIRED, "result_expired", failure.message, failure.http_status
                     )
                     billed = price  # it ran; fal billed it, we just cannot fetch it
-                billed = _bill(row, headers, job, default=billed)
+                billed = bill(row, headers, job, default=billed)
             row["latency_s"] = round(time.monotonic() - started, 4)
             return await self._fail(row, failure, cost=billed)
         row["latency_s"] = round(time.monotonic() - started, 4)
-        cost = _bill(row, {k.lower(): v for k, v in result.headers.items()}, job, default=price)
+        cost = bill(row, {k.lower(): v for k, v in result.headers.items()}, job, default=price)
         urls = image_urls(result.body)[: images_asked(job.input)]
         if not urls:
             failure = Failure(Action.REFUSED, "no_media_generated", "the result holds no image")
@@ -834,7 +848,7 @@ class RenderEngine:
                 f"{job.partition_key}: request {request.request_id} asked for "
                 f"{images_asked(job.input)} images and fal returned {len(urls)}; keeping those"
             )
-        row.update(output_url=_kept_url(urls[0]), cost_usd=cost)
+        row.update(output_url=kept_url(urls[0]), cost_usd=cost)
         try:
             stored = await self.download_all(job, urls)
         except downloads.DownloadError as error:
@@ -871,7 +885,7 @@ class RenderEngine:
         raise (unexpected or lasting or errors)[0]
 
     async def _download(self, job: RenderJob, url: str) -> downloads.StoredImage:
-        expected = _expected_size(job)
+        expected = expected_size(job)
         dest = self.renders.folder(f"{job.campaign}/{job.pass_name}")
         async with self._download_gate:
             for attempt in range(1, self.config.download_attempts + 1):
@@ -926,7 +940,7 @@ class RenderEngine:
             error_type=row.get("error_type"),
             error_message=row.get("error_message"),
             http_status=row.get("http_status"),
-            **_image_fields(row),
+            **image_fields(row),
             sha256=row.get("sha256"),
             width=row.get("width"),
             height=row.get("height"),
@@ -955,111 +969,6 @@ class RenderEngine:
         if row.get("error_message"):
             row["error_message"] = self._redact(str(row["error_message"]))
         return dict(row)
-
-
-def _mark_started(row: dict[str, Any], *, ran_s: float = 0.0) -> None:
-    """When fal began running the request, and how long it waited in fal's queue first."""
-    started = datetime.now(UTC) - timedelta(seconds=ran_s)
-    row["started_at"] = started.isoformat(timespec="microseconds")
-    submitted = row.get("submitted_at")
-    if isinstance(submitted, str):
-        waited = (started - datetime.fromisoformat(submitted)).total_seconds()
-        row["queued_s"] = round(max(0.0, waited), 4)
-
-
-def _mark_ran(row: dict[str, Any], inference_s: Any) -> None:
-    """fal's own ``inference_time`` dates the start better than a status sighting."""
-    row["fal_status"] = "COMPLETED"
-    if isinstance(inference_s, int | float) and 0 <= inference_s < 86_400:
-        _mark_started(row, ran_s=float(inference_s))
-
-
-def _mark_pending(row: dict[str, Any], request: QueuedRequest) -> None:
-    """The row of a request fal accepted, with the URLs a restarted process resumes from."""
-    row.update(
-        request_id=request.request_id,
-        status="pending",
-        status_url=request.status_url,
-        response_url=request.response_url,
-        cancel_url=request.cancel_url,
-    )
-
-
-def _image_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """An outcome's image fields from a lineage row (rows before ``image_uri``: the path)."""
-    image = row.get("image_uri") or (uri_of(row["image_path"]) if row.get("image_path") else None)
-    thumb = uri_of(row["thumbnail_path"]) if row.get("thumbnail_path") else None
-    return {
-        "image_path": local_path(image),
-        "thumbnail_path": local_path(thumb),
-        "image_uri": image,
-        "thumbnail_uri": thumb,
-    }
-
-
-def stored_fields(stored: list[downloads.StoredImage], urls: list[str]) -> dict[str, Any]:
-    """The lineage columns of a request's stored outputs: variant 1's in the row's own image
-    columns (and ``output_url``), every variant in ``images`` (lineage/variants.py)."""
-    kept = [_kept_url(url) for url in urls]
-    return {
-        **stored[0].row_fields(),
-        "output_url": kept[0],
-        "images": [
-            image.image_entry(variant, url)
-            for variant, (image, url) in enumerate(zip(stored, kept, strict=True), start=1)
-        ],
-    }
-
-
-def _kept_url(url: str) -> str | None:
-    """An output URL as lineage keeps it: fal's data URIs (sync mode) are not kept."""
-    return url if len(url) < 2048 else None
-
-
-def image_urls(body: Any) -> list[str]:
-    """The output URLs of a result, in fal's order (variant 1 first), up to the first entry
-    that is not an image with a URL."""
-    images = body.get("images") if isinstance(body, dict) else None
-    urls: list[str] = []
-    for image in images if isinstance(images, list) else []:
-        url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str) or not url:
-            break
-        urls.append(url)
-    return urls
-
-
-def _expected_size(job: RenderJob) -> tuple[int, int] | None:
-    """The pixel size fal must return, when the input pins one (``auto`` pins nothing)."""
-    size = job.input.get("image_size")
-    if job.endpoint == EDIT and size is None:
-        return None
-    if size == "auto":
-        return None
-    try:
-        return resolve_size(size)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _bill(row: dict[str, Any], headers: dict[str, str], job: RenderJob, *, default: float) -> float:
-    """The cost of a finished request, noting in ``row`` where it comes from: ``billed`` when
-    fal sent ``x-fal-billable-units`` (recorded as ``billable_units``), else ``estimated``
-    (``default``: the estimate, or 0 for an outcome fal does not bill)."""
-    units = _billable_units(headers.get("x-fal-billable-units"))
-    row.update(cost_source="estimated" if units is None else "billed", billable_units=units)
-    if units is None:
-        return default
-    return billed_usd(units, job.input, endpoint=job.endpoint)
-
-
-def _billable_units(raw: str | None) -> float | None:
-    """fal's billed quantity, or None when absent or not a finite number."""
-    try:
-        units = float(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return units if units is not None and math.isfinite(units) and units >= 0 else None
 
 
 def _fetch_failed(failure: Failure, final: FinalStatus | None) -> bool:
