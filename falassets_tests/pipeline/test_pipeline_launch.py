@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -133,8 +134,10 @@ def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
     once; every partition's success or failure (with its type) is exact, progress learns each
     run, and this process's stdout/stderr still point where they did (concurrent in-process
     runs would leave them redirected into a run's compute log). Keys named by the caller (as
-    `falassets run` names them): the run processes start while `prompts` runs. Alone, this
-    process forks them; beside another thread (the review page's launches) it spawns them."""
+    `falassets run` names them): the run processes start while `prompts` runs. A process with
+    no other thread forks them (`falassets run` in test_two_hosts.py always does; here, earlier
+    tests may have left a thread); beside another thread (the review page's launches) it
+    spawns them, always."""
     monkeypatch.setenv("FALASSETS_PARTITIONS_PER_RUN", "2")
     sim.configure(policy_word="forbidden")
     prompts = {f"ok_{i}": f"a red bicycle number {i}" for i in range(5)}
@@ -177,14 +180,19 @@ def test_runs_of_at_most_k_partitions_go_at_once_and_report_every_partition(
 
 def test_run_processes_are_forked_only_from_a_process_with_one_thread() -> None:
     """A thread alive at a fork may hold a lock (a stream's, a connection's) that the forked
-    run process would wait on forever: with one, run processes are spawned."""
-    assert threading.active_count() == 1  # pytest's own: signal timeouts, no threads
-    assert launch._start_method() == ("fork" if sys.platform == "linux" else "spawn")
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        assert launch._start_method() == "spawn"
-    finally:
-        stop.set()
-        other.join()
+    run process would wait on forever: with one, run processes are spawned. Asked in a fresh
+    interpreter, whose threads are known (this one's depend on the tests before)."""
+    probe = (
+        "import threading, sys\n"
+        "from falassets.pipeline import launch\n"
+        "alone = launch._start_method()\n"
+        "stop = threading.Event()\n"
+        "other = threading.Thread(target=stop.wait)\n"
+        "other.start()\n"
+        "print(alone, launch._start_method())\n"
+        "stop.set()\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    assert answer == ["fork" if sys.platform == "linux" else "spawn", "spawn"]
