@@ -1,6 +1,6 @@
 """Ending a process without Python's teardown of every module it loaded.
 
-Why: after a pass, a process that imported Dagster, SQLAlchemy, gRPC and DuckDB spends 0.8 s
+Why: after a pass, a process that imported Dagster, SQLAlchemy, gRPC and DuckDB spends 0.7 s
 (measured, `falassets run` after its summary line) to seconds on a loaded host (run processes)
 tearing those modules down, and whoever waits for it waits that long. It is safe only where
 everything the process made is already written before it ends: Dagster's storage, and the

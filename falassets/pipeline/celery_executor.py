@@ -32,8 +32,8 @@ step tasks, queues and priorities are exactly dagster-celery's and its workers c
 The loop sleeps its module's ``TICK_SECONDS`` (1 s) after every pass, including the one that
 collects the last step, so each run ended 1-2 s after its step: the tail of every pass and
 every hand-over between runs of one (bench/README.md). A run process sets it to
-:data:`TICK_S` before the loop; ``test_celery_loop_contract`` pins that the loop still reads
-it at call time.
+:data:`TICK_S` before the loop; ``falassets_tests/deploy/test_celery_loop.py`` pins that the
+loop still reads it at call time.
 """
 
 from __future__ import annotations
