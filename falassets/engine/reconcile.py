@@ -42,6 +42,7 @@ from falassets.engine.jobs import EDIT, TEXT_TO_IMAGE, RenderJob, canonical_json
 from falassets.engine.pricing import price_usd
 from falassets.engine.queue_client import raise_for_status
 from falassets.engine.records import new_row
+from falassets.engine.results import image_urls, stored_fields
 from falassets.lineage.journal import latest_by, read_journal, utc_now
 from falassets.lineage.variants import images_asked
 
@@ -285,8 +286,6 @@ async def _deliver(
 ) -> None:
     """Download a completed orphan's outputs (the payload in history, else its result): every
     variant it asked for, through the engine's verified downloads."""
-    from falassets.engine.results import image_urls, stored_fields
-
     price = price_usd(job.input, endpoint=job.endpoint)
     row.update(completed_at=item.get("ended_at") or utc_now(), cost_usd=price)
     asked = images_asked(job.input)
