@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 from falassets.sim.control import SimProcess
@@ -289,17 +290,20 @@ def test_a_host_killed_mid_run_the_other_finishes_and_a_rerun_renders_only_what_
 DAEMON_PROMPTS = 30
 DAEMON_S = 300.0
 DAGSTER_DAEMON = str(Path(PY).parent / "dagster-daemon")  # the daemon host's command
+FINISHED = {  # a run's terminal states
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+}
 
 
 def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_workers(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """The deployed topology without `falassets run`: `dagster-daemon` on the daemon host
     (Postgres storage, QueuedRunCoordinator, DefaultRunLauncher from deploy/dagster.yaml) runs
     the sensors; a campaign dropped into the shared folder is drafted, picked winners are
     rendered at high, every render step on a worker host through the broker."""
-    import dagster as dg
-
     from falassets.pipeline import deployment
     from falassets.pipeline.assets.partitions import prompt_partitions
     from falassets.pipeline.jobs import CAMPAIGN_TAG
@@ -310,6 +314,28 @@ def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_worke
     if not (home / "dagster.yaml").exists():  # this test alone: as `falassets` would write it
         (home / "dagster.yaml").write_text(deployment.POSTGRES_DAGSTER_YAML)
     env = cluster.daemon_env
+    for name, value in env.items():  # read the daemon host's instance (env: in its yaml)
+        if name.startswith(("FALASSETS_", "DAGSTER_")):
+            monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.get()
+    request.addfinalizer(instance.dispose)
+
+    def charlie_runs() -> list[dg.DagsterRun]:
+        """Render passes carry the campaign tag; `prompts` is partitioned by campaign."""
+        return [
+            run
+            for run in instance.get_runs()
+            if "charlie" in (run.tags.get(CAMPAIGN_TAG), run.tags.get("dagster/partition"))
+        ]
+
+    def runs_settled() -> bool:
+        """Lineage shows a render before its run ends (the step still stores it, the run
+        still collects the step): stopping the daemon host then would interrupt the run."""
+        runs = charlie_runs()
+        return any(run.job_name == "final_pass" for run in runs) and all(
+            run.status in FINISHED for run in runs
+        )
+
     daemon_log = cluster.daemon / "daemon.log"
     daemon = cluster.start_on_daemon_host(
         [DAGSTER_DAEMON, "run", "-m", "falassets.pipeline.definitions"], daemon_log
@@ -353,6 +379,10 @@ def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_worke
             DAEMON_S,
             f"the winners sensor's final pass (daemon log tail:\n{daemon_says()})",
         )
+        wait_until(runs_settled, DAEMON_S, f"charlie's runs to end (log:\n{daemon_says()})")
+        # What the daemon host did, judged before stopping it: a run a sensor launches from
+        # here on (a report refresh) is interrupted by the stop, which is not the pipeline's.
+        finished = charlie_runs()
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -370,24 +400,13 @@ def test_the_daemon_host_renders_a_dropped_campaign_and_its_winners_on_the_worke
     workers = set().union(*(h.remember_pids() for h in cluster.hosts.values()))
     assert {writer_pid(row) for row in rows} <= workers  # rendered on the worker hosts
 
-    for name, value in env.items():  # read the daemon host's instance (env: in its yaml)
-        if name.startswith(("FALASSETS_", "DAGSTER_")):
-            monkeypatch.setenv(name, value)
-    with dg.DagsterInstance.get() as instance:
-        runs = [  # render passes carry the campaign tag; `prompts` is partitioned by campaign
-            run
-            for run in instance.get_runs()
-            if "charlie" in (run.tags.get(CAMPAIGN_TAG), run.tags.get("dagster/partition"))
-        ]
-        by_job = Counter(run.job_name for run in runs)
-        assert {"prompts_pass", "draft_pass", "final_pass"} <= set(by_job), by_job
-        assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
-        assert all("dagster/sensor_name" in run.tags for run in runs)  # the daemon made them
-        keys = [f"charlie-p{i:03d}" for i in range(DAEMON_PROMPTS)]
-        states = instance.get_status_by_partition(
-            dg.AssetKey("draft_renders"), keys, prompt_partitions
-        )
-        assert {state.value for state in states.values()} == {"MATERIALIZED"}
+    by_job = Counter(run.job_name for run in finished)
+    assert {"prompts_pass", "draft_pass", "final_pass"} <= set(by_job), by_job
+    assert {run.status for run in finished} == {dg.DagsterRunStatus.SUCCESS}
+    assert all("dagster/sensor_name" in run.tags for run in finished)  # the daemon made them
+    keys = [f"charlie-p{i:03d}" for i in range(DAEMON_PROMPTS)]
+    states = instance.get_status_by_partition(dg.AssetKey("draft_renders"), keys, prompt_partitions)
+    assert {state.value for state in states.values()} == {"MATERIALIZED"}
 
 
 UI_PROMPTS = 50
