@@ -8,10 +8,10 @@
 #
 # The baseline runs from a git worktree of BASE_REV with this checkout's virtualenv (its own
 # PYTHONPATH: the bench scripts put their repository first). Each run's output goes to
-# OUT_DIR/{base,new}_N.out and, with --json, OUT_DIR/{base,new}_N.json; the table rows of every
-# run are printed at the end.
+# OUT_DIR/{base,new}_N.out and its rows to OUT_DIR/{base,new}_N.json (--json is added unless
+# ARGS give one); the table rows of every run are printed at the end.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n 2,14p "$0"; exit 2; }
+[ $# -ge 4 ] || { sed -n 2,12p "$0"; exit 2; }
 base_rev=$1 rounds=$2 out=$3 script=$4
 shift 4
 here=$(cd "$(dirname "$0")/.." && pwd)
