@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PY = sys.executable
 
-from falassets_tests.deploy.worker_hosts import Host  # noqa: E402 (after sys.path)
+from falassets_tests.deploy.worker_hosts import Host, wait_for_workers  # noqa: E402 (after sys.path)
 
 WORKER_START_S = 300.0  # a worker imports Dagster and the definitions: slow on a loaded box
 RUN_TIMEOUT_S = 3600.0
@@ -120,20 +120,6 @@ def inspect_runs() -> dict[str, Any]:
 
 
 # -- worker hosts (as falassets_tests/deploy/test_two_hosts.py starts them) --------------------
-
-
-def wait_for_workers(hosts: list[Host], broker: str) -> None:
-    from falassets.pipeline.celery_executor import worker_app
-
-    app = worker_app(broker, broker)
-    for host in hosts:
-        deadline = time.monotonic() + WORKER_START_S
-        while not app.control.ping(destination=[host.node], timeout=1.0):
-            if host.process is not None and host.process.poll() is not None:
-                raise SystemExit(f"worker {host.name} exited: {host.root / 'worker.log'}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"worker {host.name} never answered: {host.root / 'worker.log'}")
-            time.sleep(0.5)  # polling interval of a condition bounded by the deadline above
 
 
 # -- CPU ------------------------------------------------------------------------------------
@@ -222,7 +208,7 @@ def measure(
         ]
         for host in hosts:
             host.start()
-        wait_for_workers(hosts, broker)
+        wait_for_workers(hosts, broker, WORKER_START_S)
     env["DAGSTER_HOME"] = str(launcher / "dagster_home")
     campaign = write_campaign(launcher, args.prompts)
     try:

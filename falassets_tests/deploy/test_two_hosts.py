@@ -27,7 +27,7 @@ import dagster as dg
 import pytest
 
 from falassets.sim.control import SimProcess
-from falassets_tests.deploy.worker_hosts import Host
+from falassets_tests.deploy.worker_hosts import Host, wait_for_workers
 
 PROMPTS = 200
 PER_RUN = 25
@@ -45,18 +45,6 @@ class Cluster:
     env: dict[str, str]
     hosts: dict[str, Host]
     broker: str
-
-    def wait_for_workers(self) -> None:
-        from falassets.pipeline.celery_executor import worker_app
-
-        app = worker_app(self.broker, self.broker)
-        for host in self.hosts.values():
-            wait_until(
-                lambda host=host: bool(app.control.ping(destination=[host.node], timeout=1.0)),
-                START_S,
-                f"worker {host.node} to answer (log: {host.root / 'worker.log'})",
-            )
-            host.remember_pids()
 
     def campaign(self, name: str) -> Path:
         path = self.daemon / f"{name}.csv"
@@ -182,7 +170,7 @@ def cluster(postgres, redis, tmp_path_factory) -> Iterator[Cluster]:
     try:
         for host in hosts.values():
             host.start()
-        cluster.wait_for_workers()
+        wait_for_workers(hosts.values(), broker, START_S)
         yield cluster
     finally:
         for host in hosts.values():

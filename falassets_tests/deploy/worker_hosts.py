@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,13 @@ class Host:
                 start_new_session=True,
             )
 
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = (self.root / "worker.log").read_text(errors="replace")
+        except OSError as error:
+            return f"(no log: {error})"
+        return "\n".join(text.splitlines()[-lines:])
+
     def remember_pids(self) -> set[int]:
         if self.process is not None and self.process.poll() is None:
             self.pids = group_pids(self.process.pid) | (self.pids or set())
@@ -84,3 +93,24 @@ class Host:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
+
+
+def wait_for_workers(hosts: Iterable[Host], broker: str, timeout_s: float) -> None:
+    """Until every host's worker answers Celery's ping; a worker that exits or stays silent
+    fails with its log's tail in the message (CI shows the message, not the log file)."""
+    from falassets.pipeline.celery_executor import worker_app
+
+    app = worker_app(broker, broker)
+    for host in hosts:
+        assert host.process is not None
+        deadline = time.monotonic() + timeout_s
+        while not app.control.ping(destination=[host.node], timeout=1.0):
+            exited = host.process.poll() is not None
+            if exited or time.monotonic() > deadline:
+                state = f"exited ({host.process.returncode})" if exited else "never answered"
+                raise AssertionError(
+                    f"worker {host.node} {state} in {timeout_s:.0f} s; "
+                    f"the end of {host.root / 'worker.log'}:\n{host.log_tail()}"
+                )
+            time.sleep(0.2)  # polling interval of a condition bounded by the deadline above
+        host.remember_pids()
