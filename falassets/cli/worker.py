@@ -40,16 +40,17 @@ def open_deployment() -> None:
     what a step loads on first use (dagster-postgres, psycopg2, the Postgres fal cap).
 
     Why: Celery forks the pool processes that run steps from this process, so they inherit
-    it all, and each host's first step starts ~1 s sooner (bench/README.md). And a worker
+    it all, and each host's first step starts ~0.4 s sooner (bench/README.md). And a worker
     that cannot reach the database stops here, naming its host, instead of failing every step
-    it takes. No connection outlives this call (Dagster's Postgres storages connect per use
-    unless dagster.yaml sets a pool; a pool process never uses this instance either way)."""
-    import dagster as dg
-
+    it takes. The open goes through ``launch.dagster_instance`` like every falassets process
+    (hosts started at once on a fresh database take turns creating Dagster's schema). No
+    connection outlives this call: Dagster's Postgres storages connect per use unless
+    dagster.yaml sets a pool, and a pool process never uses this instance either way."""
     from falassets.engine import cap_postgres
+    from falassets.pipeline.launch import dagster_instance
 
     try:
-        dg.DagsterInstance.get().get_run_records(limit=1)
+        dagster_instance().get_run_records(limit=1)
     except Exception as error:  # sqlalchemy's or psycopg2's: never print the URL it may hold
         raise UserError(
             f"cannot open the deployment's Dagster storage on "

@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE = "falassets_fal_slots"
+#: The advisory lock a deployment's processes hold while they create schemas in its Postgres:
+#: this table's, and Dagster's on an instance's first open (``pipeline.deployment``).
+SCHEMA_LOCK_KEY = 0
 #: Bounds on one statement, so a lost database is noticed in seconds (and said so).
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 5_000
@@ -84,7 +87,7 @@ _DEAD = "({a}.holder <> %(me)s AND pg_try_advisory_xact_lock_shared({a}.holder))
 _FREE_ROW = "holder = NULL, request_id = NULL, status_url = NULL, deadline = NULL, taken_at = NULL"
 
 _CREATE = f"""
-SELECT pg_advisory_xact_lock(0);
+SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY});
 CREATE TABLE IF NOT EXISTS {TABLE} (
     slot integer PRIMARY KEY,
     holder bigint,

@@ -161,6 +161,34 @@ def execution_config(executor_name: str | None) -> dict[str, Any] | None:
     return {"config": {"in_process": {}}}
 
 
+def open_instance() -> dg.DagsterInstance:
+    """``DagsterInstance.get()``; on a Postgres deployment, under the deployment's schema lock.
+
+    Why: the first open of a fresh database creates and migrates Dagster's schema, and hosts
+    started together (a compose file, a test's two workers) would all create it at once.
+    Postgres lets one win and fails the others on its catalog; dagster-postgres retries some
+    of those errors (a duplicate table), not every one (a deadlock between two migrations).
+    Holding the lock the fal cap's table is created under, one process creates the schema and
+    the others then find it. Once it exists an open only reads it, so the wait is one query."""
+    url = settings.postgres_url()
+    if url is None:
+        return dg.DagsterInstance.get()
+    import psycopg2
+
+    from falassets.engine.cap_postgres import CONNECT_TIMEOUT_S, SCHEMA_LOCK_KEY
+
+    connection = psycopg2.connect(
+        url, connect_timeout=CONNECT_TIMEOUT_S, application_name="falassets-schema-lock"
+    )
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        return dg.DagsterInstance.get()
+    finally:
+        connection.close()  # ends the session, and with it the lock
+
+
 def check(instance: dg.DagsterInstance) -> None:
     """Before a pass: raise ValueError naming the fix for a bad deployment setting, or when
     the celery executor could never run a step (its workers open this instance from other

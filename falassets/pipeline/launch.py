@@ -118,11 +118,11 @@ _instances: dict[Path, Any] = {}
 def dagster_instance() -> Any:
     """The persistent instance in DAGSTER_HOME (what `dagster dev` shows), one per home and
     process: opening one checks the storage's schema migrations, which takes a second or two."""
-    import dagster as dg
+    from falassets.pipeline.deployment import open_instance
 
     home = prepare_dagster_home()
     if home not in _instances:
-        _instances[home] = dg.DagsterInstance.get()
+        _instances[home] = open_instance()
     return _instances[home]
 
 

@@ -4,10 +4,13 @@ embedded default is untouched when nothing is set."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ DEPLOY_ENV = (
 )
 
 PROBE = """
+import contextlib
 import json
 from falassets.pipeline.definitions import defs
 names = ("draft_pass", "final_pass", "prompts_pass", "review_pass", "report_pass")
@@ -207,3 +211,48 @@ def test_falassets_worker_that_cannot_reach_postgres_stops_at_start_naming_its_h
     error = captured.err.strip().splitlines()[-1]
     assert "127.0.0.1:1" in error and "Fix:" in error
     assert "s3cret" not in captured.err + captured.out and "Traceback" not in captured.err
+
+
+def test_hosts_opening_a_fresh_deployment_take_turns_creating_dagsters_schema(
+    postgres, data_dir, monkeypatch
+) -> None:
+    """Workers and the launching host started together on a new database must not all create
+    Dagster's schema at once (Postgres fails all but one on its catalog). An open waits while
+    another host holds the deployment's schema lock, and creates the schema once it is free."""
+    import psycopg2
+
+    from falassets.engine.cap_postgres import SCHEMA_LOCK_KEY
+
+    url = postgres.new_database("schema_lock")
+    monkeypatch.setenv("FALASSETS_POSTGRES_URL", url)
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    monkeypatch.setattr(launch, "_instances", {})
+    other_host = psycopg2.connect(url)
+    other_host.autocommit = True
+
+    def query(sql: str) -> list[tuple]:
+        with other_host.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+
+    query(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")  # another host creating the schema
+    opened: list[object] = []
+    opener = threading.Thread(target=lambda: opened.append(launch.dagster_instance()))
+    opener.start()
+    try:
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 60
+        while query(waiting) != [(1,)]:  # the opener's session queues behind the lock
+            assert opener.is_alive() and time.monotonic() < deadline, "the open did not wait"
+            time.sleep(0.05)  # polling interval of a condition bounded by the deadline above
+        tables = "SELECT count(*) FROM pg_tables WHERE tablename = 'runs'"
+        assert query(tables) == [(0,)] and not opened  # nothing created while it waits
+    finally:
+        other_host.close()  # the other host is done: its lock goes with its session
+        opener.join(120)
+    assert opened and not opener.is_alive()
+    with contextlib.closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'runs'")
+        assert cursor.fetchall() == [(1,)]
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert cursor.fetchall() == [(0,)]  # the opener's session, and its lock, are gone
