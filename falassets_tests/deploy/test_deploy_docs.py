@@ -100,6 +100,10 @@ def parse_console_script(argv: list[str]) -> None:
     command.make_context(argv[0], list(args))
 
 
+#: Dagster's own command that creates (or migrates) an instance's schema.
+MIGRATE = ["dagster", "instance", "migrate"]
+
+
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
@@ -185,6 +189,27 @@ def test_the_compose_file_has_the_deployment_on_one_shared_volume() -> None:
         if argv[:2] == ["falassets", "worker"]
     ]
     assert len(worker_names) == len(set(worker_names)) >= 2  # runs ping a step's worker by name
+
+
+def test_the_compose_file_creates_dagsters_schema_once_before_anything_opens_it() -> None:
+    """`docker compose up` on a new database starts the webserver, the daemon and the workers
+    at once: each would create Dagster's schema, and Postgres fails all but one. One service
+    creates it first, and every service that opens the instance waits for it to succeed."""
+    services = compose()["services"]
+    creators = [n for n, argv in command_lines(services) if argv == MIGRATE]
+    assert len(creators) == 1, "one service runs `dagster instance migrate`"
+    creator = creators[0]
+    assert services[creator].get("restart") == "no"  # a one-off: it exits when done
+    assert services[creator]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    openers = [
+        name
+        for name, service in services.items()
+        if name != creator and "FALASSETS_POSTGRES_URL" in service.get("environment", {})
+    ]
+    assert {"webserver", "daemon", "worker-1", "worker-2"} <= set(openers)
+    for name in openers:
+        waits = services[name].get("depends_on", {}).get(creator, {})
+        assert waits.get("condition") == "service_completed_successfully", name
 
 
 def test_every_command_in_the_compose_file_is_accepted_by_the_real_cli() -> None:
