@@ -161,15 +161,26 @@ def execution_config(executor_name: str | None) -> dict[str, Any] | None:
     return {"config": {"in_process": {}}}
 
 
+#: The tables whose absence makes dagster-postgres 0.29 create a storage's schema as it opens
+#: (run storage: runs, instance_info; event log: event_logs; schedules: jobs).
+DAGSTER_TABLES = ("runs", "instance_info", "event_logs", "jobs")
+_SCHEMA_INCOMPLETE = (
+    "SELECT count(*) < %(n)s FROM pg_tables "
+    "WHERE schemaname = current_schema() AND tablename = ANY(%(tables)s)"
+)
+
+
 def open_instance() -> dg.DagsterInstance:
-    """``DagsterInstance.get()``; on a Postgres deployment, under the deployment's schema lock.
+    """``DagsterInstance.get()``; on a Postgres deployment whose database lacks Dagster's
+    tables, under the deployment's schema lock.
 
     Why: the first open of a fresh database creates and migrates Dagster's schema, and hosts
     started together (a compose file, a test's two workers) would all create it at once.
     Postgres lets one win and fails the others on its catalog; dagster-postgres retries some
     of those errors (a duplicate table), not every one (a deadlock between two migrations).
     Holding the lock the fal cap's table is created under, one process creates the schema and
-    the others then find it. Once it exists an open only reads it, so the wait is one query."""
+    the others then find it. Once the tables exist, opens take no lock: a pass's run
+    processes open their instances at the same moment and must not queue."""
     url = settings.postgres_url()
     if url is None:
         return dg.DagsterInstance.get()
@@ -183,10 +194,14 @@ def open_instance() -> dg.DagsterInstance:
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cursor.execute(
+                _SCHEMA_INCOMPLETE, {"n": len(DAGSTER_TABLES), "tables": list(DAGSTER_TABLES)}
+            )
+            if cursor.fetchone()[0]:
+                cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
         return dg.DagsterInstance.get()
     finally:
-        connection.close()  # ends the session, and with it the lock
+        connection.close()  # ends the session, and with it any lock it took
 
 
 def check(instance: dg.DagsterInstance) -> None:

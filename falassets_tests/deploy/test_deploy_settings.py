@@ -223,6 +223,11 @@ def test_hosts_opening_a_fresh_deployment_take_turns_creating_dagsters_schema(
 
     from falassets.engine.cap_postgres import SCHEMA_LOCK_KEY
 
+    # pg_locks is the whole server's: only this database's advisory locks
+    HERE = (
+        "locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = 'schema_lock')"
+    )
     url = postgres.new_database("schema_lock")
     monkeypatch.setenv("FALASSETS_POSTGRES_URL", url)
     monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
@@ -240,7 +245,7 @@ def test_hosts_opening_a_fresh_deployment_take_turns_creating_dagsters_schema(
     opener = threading.Thread(target=lambda: opened.append(launch.dagster_instance()))
     opener.start()
     try:
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        waiting = f"SELECT count(*) FROM pg_locks WHERE {HERE} AND NOT granted"
         deadline = time.monotonic() + 60
         while query(waiting) != [(1,)]:  # the opener's session queues behind the lock
             assert opener.is_alive() and time.monotonic() < deadline, "the open did not wait"
@@ -254,5 +259,11 @@ def test_hosts_opening_a_fresh_deployment_take_turns_creating_dagsters_schema(
     with contextlib.closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'runs'")
         assert cursor.fetchall() == [(1,)]
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        cursor.execute(f"SELECT count(*) FROM pg_locks WHERE {HERE}")
         assert cursor.fetchall() == [(0,)]  # the opener's session, and its lock, are gone
+        cursor.execute(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+        monkeypatch.setattr(launch, "_instances", {})  # once the schema exists, opens never
+        later = threading.Thread(target=launch.dagster_instance)  # queue behind the lock
+        later.start()
+        later.join(60)
+        assert not later.is_alive(), "an open of an existing schema waited for the lock"
