@@ -107,10 +107,14 @@ def wait_for_workers(hosts: Iterable[Host], broker: str, timeout_s: float) -> No
         while not app.control.ping(destination=[host.node], timeout=1.0):
             exited = host.process.poll() is not None
             if exited or time.monotonic() > deadline:
-                state = f"exited ({host.process.returncode})" if exited else "never answered"
+                state = (
+                    f"exited with status {host.process.returncode}"
+                    if exited
+                    else f"did not answer in {timeout_s:.0f} s"
+                )
                 raise AssertionError(
-                    f"worker {host.node} {state} in {timeout_s:.0f} s; "
-                    f"the end of {host.root / 'worker.log'}:\n{host.log_tail()}"
+                    f"worker {host.node} {state}; the end of {host.root / 'worker.log'}:\n"
+                    f"{host.log_tail()}"
                 )
             time.sleep(0.2)  # polling interval of a condition bounded by the deadline above
         host.remember_pids()
