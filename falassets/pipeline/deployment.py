@@ -176,8 +176,9 @@ def open_instance() -> dg.DagsterInstance:
 
     Why: the first open of a fresh database creates and migrates Dagster's schema, and hosts
     started together (a compose file, a test's two workers) would all create it at once.
-    Postgres lets one win and fails the others on its catalog; dagster-postgres retries some
-    of those errors (a duplicate table), not every one (a deadlock between two migrations).
+    Postgres lets one win and fails the others on its catalog. dagster-postgres retries a
+    duplicate table or a unique violation while it creates the tables, but not any other
+    error, nor one from the migrations and reindexing it runs right after.
     Holding the lock the fal cap's table is created under, one process creates the schema and
     the others then find it. Once the tables exist, opens take no lock: a pass's run
     processes open their instances at the same moment and must not queue."""
