@@ -59,6 +59,11 @@ def command_dev(args: argparse.Namespace) -> int:
     from falassets.cli.dagster_notices import dagster_dev_env
     from falassets.pipeline.launch import prepare_dagster_home
 
+    home = prepare_dagster_home()
+    if settings.postgres_url():  # a deployment's home: its schema before dagster dev opens it
+        from falassets.cli.deployment_storage import open_deployment
+
+        open_deployment()
     started: int | None = None
     if settings.is_simulated():
         if settings.uses_builtin_emulator():
@@ -71,7 +76,6 @@ def command_dev(args: argparse.Namespace) -> int:
             print(f"FAL_KEY is unset: using the emulator at {os.environ['FAL_QUEUE_RUN_HOST']}")
     else:
         print("FAL_KEY is set: renders go to fal.ai and are billed")
-    home = prepare_dagster_home()
     workspace = Path.cwd() / "workspace.yaml"
     temporary: Path | None = None
     if not workspace.is_file():

@@ -18,6 +18,7 @@ import os
 import sys
 
 from falassets import settings
+from falassets.cli.deployment_storage import open_deployment
 from falassets.cli.errors import UserError
 
 DEFINITIONS = "falassets.pipeline.definitions"
@@ -33,30 +34,6 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     if args.concurrency is not None:
         argv += ["--concurrency", str(args.concurrency)]
     return argv
-
-
-def open_deployment() -> None:
-    """Open the deployment's Dagster instance once, in the worker's main process, and load
-    what a step loads on first use (dagster-postgres, psycopg2, the Postgres fal cap).
-
-    Why: Celery forks the pool processes that run steps from this process, so they inherit
-    it all, and each host's first step starts ~0.4 s sooner (bench/README.md). And a worker
-    that cannot reach the database stops here, naming its host, instead of failing every step
-    it takes. The open goes through ``launch.dagster_instance`` like every falassets process
-    (hosts started at once on a fresh database take turns creating Dagster's schema). No
-    connection outlives this call: Dagster's Postgres storages connect per use unless
-    dagster.yaml sets a pool, and a pool process never uses this instance either way."""
-    from falassets.engine import cap_postgres
-    from falassets.pipeline.launch import dagster_instance
-
-    try:
-        dagster_instance().get_run_records(limit=1)
-    except Exception as error:  # sqlalchemy's or psycopg2's: never print the URL it may hold
-        raise UserError(
-            f"cannot open the deployment's Dagster storage on "
-            f"{cap_postgres.where(settings.postgres_url() or '')} ({type(error).__name__}). "
-            "Fix: start Postgres or correct FALASSETS_POSTGRES_URL (and the home's dagster.yaml)"
-        ) from None
 
 
 def command_worker(args: argparse.Namespace) -> int:
@@ -75,7 +52,7 @@ def command_worker(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     home = prepare_dagster_home()
-    open_deployment()
+    open_deployment()  # before Celery forks its pool: see the function
     from falassets.pipeline.celery_executor import QUEUE, worker_app
 
     app = worker_app(broker, backend, include=[DEFINITIONS])

@@ -267,3 +267,24 @@ def test_hosts_opening_a_fresh_deployment_take_turns_creating_dagsters_schema(
         later.start()
         later.join(60)
         assert not later.is_alive(), "an open of an existing schema waited for the lock"
+
+
+def test_falassets_dev_on_a_new_postgres_database_creates_dagsters_schema_first(
+    postgres, data_dir, monkeypatch
+) -> None:
+    """`dagster dev` starts its webserver and daemon at the same moment, and on a new database
+    each would create Dagster's schema. `falassets dev` creates it before starting them."""
+    import psycopg2
+
+    url = postgres.new_database("dev_schema")
+    monkeypatch.setenv("FALASSETS_POSTGRES_URL", url)
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    monkeypatch.setattr(launch, "_instances", {})
+    monkeypatch.chdir(data_dir)
+
+    # An option `dagster dev` refuses: it exits before its webserver or daemon open anything.
+    assert main(["dev", "--port", "0", "--", "--no-such-option"]) == 2
+
+    with contextlib.closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE tablename = ANY(%s)", (["runs"],))
+        assert cursor.fetchall() == [("runs",)]
